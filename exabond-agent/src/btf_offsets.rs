@@ -1,0 +1,164 @@
+//! Kernel struct offsets for the eBPF programs, read from the running kernel's BTF.
+//!
+//! `struct net_device` is in `/sys/kernel/btf/vmlinux`; `struct bonding` and `struct slave` are in the
+//! bonding module's split BTF, `/sys/kernel/btf/bonding` (present once the module is loaded).
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+use exabond_common::offsets::KernelOffsets;
+
+/// Errors while reading offsets from BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    /// A BTF file could not be read or parsed.
+    #[error("cannot read BTF {path}: {source}{hint}")]
+    Btf {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: btf_rs::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The struct is not in the BTF.
+    #[error("struct {0} not found in the kernel's BTF")]
+    NoStruct(&'static str),
+    /// The member is not in the struct.
+    #[error("struct {0} has no member {1} in the kernel's BTF")]
+    NoMember(&'static str, &'static str),
+    /// A bitfield where a whole field was expected.
+    #[error("{0}.{1} is not byte-aligned")]
+    Unaligned(&'static str, &'static str),
+}
+
+/// Read the offsets from `btf_dir` (normally `/sys/kernel/btf`).
+///
+/// # Errors
+/// [`OffsetsError`] naming the missing file, struct or member.
+pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
+    let vmlinux_path = btf_dir.join("vmlinux");
+    let vmlinux = Btf::from_file(&vmlinux_path).map_err(|source| OffsetsError::Btf {
+        path: vmlinux_path,
+        source,
+        hint: " (the kernel needs CONFIG_DEBUG_INFO_BTF=y)",
+    })?;
+    let bonding_path = btf_dir.join("bonding");
+    let bonding =
+        Btf::from_split_file(&bonding_path, &vmlinux).map_err(|source| OffsetsError::Btf {
+            path: bonding_path,
+            source,
+            hint: " (is the bonding module loaded? `modprobe bonding`)",
+        })?;
+    Ok(KernelOffsets {
+        bonding_dev: member_offset(&bonding, "bonding", "dev")?,
+        bonding_curr_active_slave: member_offset(&bonding, "bonding", "curr_active_slave")?,
+        slave_dev: member_offset(&bonding, "slave", "dev")?,
+        net_device_ifindex: member_offset(&vmlinux, "net_device", "ifindex")?,
+    })
+}
+
+/// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
+///
+/// # Errors
+/// [`OffsetsError::NoStruct`] / [`OffsetsError::NoMember`] / [`OffsetsError::Unaligned`].
+pub fn member_offset(
+    btf: &Btf,
+    name: &'static str,
+    member: &'static str,
+) -> Result<u32, OffsetsError> {
+    let types = btf
+        .resolve_types_by_name(name)
+        .map_err(|_| OffsetsError::NoStruct(name))?;
+    let st = types
+        .iter()
+        .find_map(|t| {
+            if let Type::Struct(s) = t {
+                Some(s)
+            } else {
+                None
+            }
+        })
+        .ok_or(OffsetsError::NoStruct(name))?;
+    let bits = find_member(btf, st, member).ok_or(OffsetsError::NoMember(name, member))?;
+    if bits % 8 != 0 {
+        return Err(OffsetsError::Unaligned(name, member));
+    }
+    Ok(bits / 8)
+}
+
+fn find_member(btf: &Btf, st: &btf_rs::Struct, member: &str) -> Option<u32> {
+    for m in &st.members {
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        if mname == member {
+            return Some(m.bit_offset());
+        }
+        if mname.is_empty() {
+            if let Some(inner) = struct_of(btf, m) {
+                if let Some(off) = find_member(btf, &inner, member) {
+                    return Some(m.bit_offset() + off);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The struct/union a member's type resolves to (through typedefs and qualifiers).
+fn struct_of(btf: &Btf, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
+    let mut t = btf.resolve_chained_type(m).ok()?;
+    for _ in 0..8 {
+        match t {
+            Type::Struct(s) | Type::Union(s) => return Some(s),
+            Type::Typedef(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            Type::Const(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            Type::Volatile(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's kernel has no bonding module, but its vmlinux BTF is there: the generic lookup is
+    /// checked on it (net_device.ifindex is an `int` at a byte offset in every kernel). The bonding
+    /// structs are checked in the VM test bed.
+    #[test]
+    fn net_device_ifindex_from_host_btf() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            eprintln!("skipped: {} absent (kernel without BTF)", path.display());
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        let off = member_offset(&btf, "net_device", "ifindex").unwrap();
+        assert!(off > 0 && off < 4096, "{off}");
+        assert!(matches!(
+            member_offset(&btf, "net_device", "no_such_member"),
+            Err(OffsetsError::NoMember(..))
+        ));
+        assert!(matches!(
+            member_offset(&btf, "no_such_struct_xyz", "x"),
+            Err(OffsetsError::NoStruct(_))
+        ));
+        // A member inside an anonymous union/struct: sk_buff.len is plain, sk_buff.next is in an anonymous
+        // union of a struct in every supported kernel.
+        assert_eq!(member_offset(&btf, "sk_buff", "next").unwrap(), 0);
+    }
+
+    #[test]
+    fn missing_module_btf_says_modprobe() {
+        let dir = std::env::temp_dir().join(format!("exabond-btf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if Path::new("/sys/kernel/btf/vmlinux").exists() {
+            std::fs::copy("/sys/kernel/btf/vmlinux", dir.join("vmlinux")).unwrap();
+            let e = read(&dir).unwrap_err().to_string();
+            assert!(e.contains("modprobe bonding"), "{e}");
+        }
+        let e = read(&dir.join("nothing")).unwrap_err().to_string();
+        assert!(e.contains("vmlinux"), "{e}");
+    }
+}

@@ -1,0 +1,45 @@
+//! `exabond`: the agent and its command line.
+
+mod bond_view;
+mod btf_offsets;
+mod cli;
+mod ebpf_loader;
+mod event_loop;
+mod ifname;
+mod netlink;
+mod page_state;
+mod publisher;
+mod snapshot_json;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    let result = match &cli.command {
+        cli::Command::Agent(a) => cli::agent::run(a),
+        cli::Command::Read(r) => cli::read::run(r),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("exabond: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (journald-friendly: no colours when not a terminal); `RUST_LOG` filters. aya-log
+/// records from the eBPF side arrive through the `log` bridge.
+fn init_tracing() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

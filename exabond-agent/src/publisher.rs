@@ -1,0 +1,342 @@
+//! The single writer of every managed bond's page: applies views (netlink, poll, manage) and failover
+//! events (eBPF) to each bond's page, in one place, under one lock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use exabond_common::event::FailoverEvent;
+use exabond_common::page::{ChangeSource, PageData};
+use exabond_common::writer::{PageWriter, WriteError};
+
+use crate::bond_view::{BondView, SlaveView};
+use crate::page_state::{render_failover, render_heartbeat, render_view, Now};
+
+/// How long after an eBPF-seen failover a contradicting view is taken as older than the event (the probe
+/// fires at the entry of `bond_change_active_slave`, before the kernel has finished the switch).
+pub const SETTLE_NS: u64 = 100_000_000;
+
+/// One managed bond.
+pub struct Managed {
+    writer: PageWriter,
+    view: BondView,
+    ebpf_gen: u64,
+    /// CLOCK_MONOTONIC ns when the dump behind the last applied view started.
+    view_dump_ns: u64,
+}
+
+/// What became of a view handed to [`Publisher::on_view`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewOutcome {
+    /// Published (possibly with no change of the active slave).
+    Applied,
+    /// The view may predate an eBPF event already published: dump again.
+    Stale,
+    /// The bond is not managed.
+    NotManaged,
+}
+
+/// All managed bonds and their pages.
+pub struct Publisher {
+    page_dir: PathBuf,
+    pid: u32,
+    bonds: BTreeMap<u32, Managed>,
+}
+
+/// SmartNIC (id, port) of a member, when it is one (filled in by the management policy).
+fn smartnic_location(_s: &SlaveView) -> Option<(u8, u8)> {
+    None
+}
+
+impl Publisher {
+    /// A publisher writing pages into `page_dir`.
+    #[must_use]
+    pub fn new(page_dir: PathBuf) -> Self {
+        Self {
+            page_dir,
+            pid: std::process::id(),
+            bonds: BTreeMap::new(),
+        }
+    }
+
+    /// Place a bond under management: create its page from `view`.
+    ///
+    /// # Errors
+    /// [`WriteError`] if the page cannot be created.
+    pub fn manage(&mut self, view: &BondView) -> Result<&PageData, WriteError> {
+        let now = Now::read();
+        let blank = PageData::new(&view.name, view.ifindex, self.pid);
+        let first = render_heartbeat(
+            &render_view(&blank, view, ChangeSource::Manage, now, &smartnic_location),
+            now,
+        );
+        let writer = PageWriter::create(&self.page_dir, &view.name, &first)?;
+        tracing::info!(bond = %view.name, page = %writer.path().display(), active = ?first.active_name(), "bond managed");
+        if view.has_no_monitor() {
+            tracing::warn!(bond = %view.name, "neither miimon nor a usable arp_interval is set: the bonding driver can miss link-down events; set /sys/class/net/{}/bonding/miimon", view.name);
+        }
+        let m = self.bonds.entry(view.ifindex).or_insert(Managed {
+            writer,
+            view: view.clone(),
+            ebpf_gen: 0,
+            view_dump_ns: now.mono_ns,
+        });
+        Ok(m.writer.current())
+    }
+
+    /// ifindexes of the managed bonds.
+    pub fn managed(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bonds.keys().copied()
+    }
+
+    /// The eBPF generation of a bond (changes whenever an eBPF event is applied).
+    #[must_use]
+    pub fn ebpf_gen(&self, ifindex: u32) -> u64 {
+        self.bonds.get(&ifindex).map_or(0, |m| m.ebpf_gen)
+    }
+
+    /// The shortest poll period over the managed bonds (200 ms when none).
+    #[must_use]
+    pub fn poll_interval_ms(&self) -> u32 {
+        self.bonds
+            .values()
+            .map(|m| m.view.poll_interval_ms())
+            .min()
+            .unwrap_or(crate::bond_view::DEFAULT_POLL_MS)
+    }
+
+    /// Whether a link message about `index` (with IFLA_MASTER `controller`) concerns a managed bond.
+    #[must_use]
+    pub fn is_relevant(&self, index: u32, controller: Option<u32>) -> bool {
+        self.bonds.contains_key(&index)
+            || controller.is_some_and(|c| self.bonds.contains_key(&c))
+            || self.bonds.values().any(|m| m.view.slave(index).is_some())
+    }
+
+    /// Apply a failover seen by the eBPF probe. Returns the page if it changed.
+    pub fn on_failover(&mut self, ev: &FailoverEvent) -> Option<&PageData> {
+        let m = self.bonds.get_mut(&ev.bond_ifindex)?;
+        let now = Now::read();
+        let before = *m.writer.current();
+        let next = render_failover(&before, ev.new_ifindex, ev.header.ktime_ns, now);
+        m.ebpf_gen += 1;
+        if next == before {
+            // Already on the page (a netlink/poll view won the race): keep its credit, but record the
+            // kernel's time of the change so its event-to-page latency is known.
+            if before.kernel_event_ns == 0
+                && before.failover_count > 0
+                && before.last_change_mono_ns >= ev.header.ktime_ns
+            {
+                let mut annotated = before;
+                annotated.kernel_event_ns = ev.header.ktime_ns;
+                m.writer.publish(&annotated);
+            }
+            return None;
+        }
+        if ev.header.ktime_ns < m.view_dump_ns {
+            // A netlink/poll view read after this event is already on the page: applying the event now
+            // would briefly bring back an older state.
+            tracing::debug!(bond = %m.view.name, "eBPF event older than the last view; ignored");
+            return None;
+        }
+        m.writer.publish(&next);
+        tracing::info!(
+            bond = %m.view.name,
+            from = before.active_name().unwrap_or("none"),
+            to = next.active_name().unwrap_or(if ev.new_ifindex == 0 { "none" } else { "?" }),
+            new_ifindex = ev.new_ifindex,
+            kernel_to_page_us = now.mono_ns.saturating_sub(ev.header.ktime_ns) / 1000,
+            source = "ebpf",
+            "active slave changed"
+        );
+        Some(m.writer.current())
+    }
+
+    /// Apply a full view of a bond seen by `source`; `gen_at_dump` is [`Self::ebpf_gen`] read before the
+    /// dump that produced the view was requested, at CLOCK_MONOTONIC `dump_ns`.
+    pub fn on_view(
+        &mut self,
+        view: &BondView,
+        source: ChangeSource,
+        gen_at_dump: u64,
+        dump_ns: u64,
+    ) -> ViewOutcome {
+        let Some(m) = self.bonds.get_mut(&view.ifindex) else {
+            return ViewOutcome::NotManaged;
+        };
+        let now = Now::read();
+        let before = *m.writer.current();
+        if m.ebpf_gen != gen_at_dump {
+            return ViewOutcome::Stale;
+        }
+        let contradicts = view.active_ifindex != before.active_ifindex;
+        if contradicts
+            && before.source() == ChangeSource::Ebpf
+            && now.mono_ns.saturating_sub(before.last_change_mono_ns) < SETTLE_NS
+        {
+            return ViewOutcome::Stale;
+        }
+        let next = render_view(&before, view, source, now, &smartnic_location);
+        m.view = view.clone();
+        m.view_dump_ns = m.view_dump_ns.max(dump_ns);
+        if next != before {
+            m.writer.publish(&next);
+            if next.failover_count != before.failover_count {
+                tracing::info!(
+                    bond = %view.name,
+                    from = before.active_name().unwrap_or("none"),
+                    to = next.active_name().unwrap_or("none"),
+                    source = source.as_str(),
+                    "active slave changed"
+                );
+            }
+        }
+        ViewOutcome::Applied
+    }
+
+    /// A managed bond no longer exists: retire its page and remove the file.
+    pub fn bond_gone(&mut self, ifindex: u32) {
+        if let Some(m) = self.bonds.remove(&ifindex) {
+            let name = m.view.name.clone();
+            match m.writer.retire_and_remove() {
+                Ok(()) => {
+                    tracing::warn!(bond = %name, "managed bond disappeared: page retired and removed")
+                }
+                Err(e) => tracing::error!(bond = %name, "managed bond disappeared: {e}"),
+            }
+        }
+    }
+
+    /// Refresh every page's heartbeat.
+    pub fn heartbeat(&mut self) {
+        let now = Now::read();
+        for m in self.bonds.values_mut() {
+            let next = render_heartbeat(m.writer.current(), now);
+            m.writer.publish(&next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bond_view::SlaveView;
+    use exabond_common::event::{EventHeader, FailoverEvent};
+    use exabond_common::page::LinkState;
+    use exabond_common::reader::PageReader;
+    use netlink_packet_route::link::BondMode;
+
+    fn view(active: u32) -> BondView {
+        let s = |i: u32, n: &str| SlaveView {
+            ifindex: i,
+            name: n.into(),
+            mac: [2, 0, 0, 0, 0, i as u8],
+            link: LinkState::Up,
+            active: i == active,
+            link_failures: 0,
+            kind: "veth".into(),
+        };
+        BondView {
+            ifindex: 10,
+            name: "bond0".into(),
+            mode: BondMode::ActiveBackup,
+            active_ifindex: active,
+            miimon_ms: 10,
+            arp_interval_ms: 0,
+            arp_targets: 0,
+            up: true,
+            slaves: vec![s(11, "eth-a"), s(12, "eth-b")],
+        }
+    }
+
+    fn ev(new: u32, ktime_ns: u64) -> FailoverEvent {
+        FailoverEvent {
+            header: EventHeader {
+                kind: 1,
+                ktime_ns,
+                ..Default::default()
+            },
+            bond_ifindex: 10,
+            old_ifindex: 0,
+            new_ifindex: new,
+            _pad: 0,
+        }
+    }
+
+    fn setup(tag: &str) -> (std::path::PathBuf, Publisher) {
+        let dir = std::env::temp_dir().join(format!("exabond-pub-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut p = Publisher::new(dir.clone());
+        p.manage(&view(11)).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn ebpf_first_then_views() {
+        let (dir, mut p) = setup("order");
+        let r = PageReader::open_in(&dir, "bond0").unwrap();
+        let now = exabond_common::clock::monotonic_ns();
+        assert!(p.on_failover(&ev(12, now)).is_some());
+        assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
+        // A view dumped before the switch completed contradicts the event: rejected, page unchanged.
+        let gen = p.ebpf_gen(10);
+        assert_eq!(
+            p.on_view(&view(11), ChangeSource::Netlink, gen, now),
+            ViewOutcome::Stale
+        );
+        assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
+        // A view whose dump raced with an event is rejected whatever it says.
+        assert_eq!(
+            p.on_view(&view(12), ChangeSource::Netlink, gen - 1, now),
+            ViewOutcome::Stale
+        );
+        // The consistent view is applied, credit stays with eBPF.
+        assert_eq!(
+            p.on_view(&view(12), ChangeSource::Netlink, gen, now + 1),
+            ViewOutcome::Applied
+        );
+        let d = r.snapshot().unwrap();
+        assert_eq!((d.failover_count, d.source()), (2, ChangeSource::Ebpf));
+        // An eBPF event older than the last applied view would bring back an old state: ignored.
+        assert!(p.on_failover(&ev(11, now)).is_none());
+        assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
+        assert_eq!(
+            p.on_view(&view(12), ChangeSource::Poll, p.ebpf_gen(10), now + 2),
+            ViewOutcome::Applied
+        );
+    }
+
+    #[test]
+    fn late_ebpf_event_annotates_kernel_time() {
+        let (dir, mut p) = setup("late");
+        let r = PageReader::open_in(&dir, "bond0").unwrap();
+        let t = exabond_common::clock::monotonic_ns();
+        assert_eq!(
+            p.on_view(&view(12), ChangeSource::Netlink, 0, t),
+            ViewOutcome::Applied
+        );
+        assert_eq!(r.snapshot().unwrap().kernel_event_ns, 0);
+        assert!(p.on_failover(&ev(12, t - 1000)).is_none());
+        let d = r.snapshot().unwrap();
+        assert_eq!(
+            (d.source(), d.kernel_event_ns, d.failover_count),
+            (ChangeSource::Netlink, t - 1000, 2)
+        );
+    }
+
+    #[test]
+    fn gone_bond_is_retired_and_removed() {
+        let (dir, mut p) = setup("gone");
+        let r = PageReader::open_in(&dir, "bond0").unwrap();
+        assert!(p.is_relevant(10, None) && p.is_relevant(11, None) && p.is_relevant(99, Some(10)));
+        assert!(!p.is_relevant(99, Some(98)));
+        p.bond_gone(10);
+        assert!(r.snapshot().unwrap().is_retired());
+        assert!(!dir.join("exabond-bond0").exists());
+        assert_eq!(p.managed().count(), 0);
+        assert_eq!(
+            p.on_view(&view(11), ChangeSource::Poll, 0, 0),
+            ViewOutcome::NotManaged
+        );
+    }
+}

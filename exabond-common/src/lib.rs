@@ -1,0 +1,24 @@
+//! Types shared by the exabond eBPF programs and the userspace agent.
+//!
+//! - [`event`]: records the eBPF programs send through the ring buffer.
+//! - [`offsets`]: kernel struct field offsets, read from BTF by userspace and handed to the programs.
+//! - [`page`]: the per-bond page (`/dev/exabond-<bond>`): its layout, the exasock-compatible legacy word,
+//!   and (feature `user`) the single writer and the reader.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding: no `bool`, `Option` or implicit holes, so the
+//! same bytes mean the same thing to the eBPF side, to Rust readers and to C readers.
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod event;
+pub mod offsets;
+pub mod page;
+
+#[cfg(feature = "user")]
+pub mod reader;
+#[cfg(feature = "user")]
+pub mod writer;
+
+#[cfg(feature = "user")]
+pub mod clock;
+#[cfg(feature = "user")]
+mod seqlock;

@@ -1,0 +1,60 @@
+//! `cargo xtask test`: host unit tests, then the end-to-end suite on both VM kernels. Any failure, and a VM
+//! that cannot boot, fails the whole run.
+
+use anyhow::bail;
+
+use crate::cargo::{cargo, run_cmd};
+use crate::vm::{e2e, VmRun};
+
+/// Arguments of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// VM kernels: bpo (6.12), stable (6.1) or all.
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+}
+
+/// Print the per-kernel table.
+pub fn report(runs: &[VmRun]) {
+    println!("\n== end-to-end results ==");
+    for r in runs {
+        let kernel = if r.kernel.is_empty() {
+            "(did not boot)"
+        } else {
+            &r.kernel
+        };
+        match r.counts {
+            Some((p, f)) => println!(
+                "{:<7} {kernel:<24} {p} passed, {f} failed (exit {})",
+                r.flavour, r.rc
+            ),
+            None => println!(
+                "{:<7} {kernel:<24} NO RESULT: the VM failed or the suite crashed (exit {})",
+                r.flavour, r.rc
+            ),
+        }
+        for l in r.lines.iter().filter(|l| l.starts_with("E2E FAIL")) {
+            println!("        {l}");
+        }
+    }
+}
+
+/// Run everything.
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    crate::setup::run(&crate::setup::SetupArgs {
+        kernel: args.kernel.clone(),
+        tools_only: false,
+    })?;
+    run_cmd(cargo().args(["test", "--workspace"]))?;
+    let runs = e2e(&args.kernel)?;
+    report(&runs);
+    let (p, f) = runs.iter().fold((0, 0), |(p, f), r| {
+        let (rp, rf) = r.counts.unwrap_or((0, 1));
+        (p + rp, f + rf + u32::from(r.rc != 0 && rf == 0))
+    });
+    println!("vm: {p} passed, {f} failed");
+    if !runs.iter().all(VmRun::ok) {
+        bail!("the end-to-end suite failed on at least one kernel");
+    }
+    Ok(())
+}

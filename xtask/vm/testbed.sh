@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# The exabond real-kernel test bed: stock Debian kernels (with the bonding driver) booted under qemu.
+# Driven by `cargo xtask` (setup / vm / test / demo); runnable by hand for debugging:
+#
+#   testbed.sh setup <kernel>...         host packages, kernel, root fs, image, initramfs (idempotent)
+#   testbed.sh run <kernel> <dir> <cmd>  boot, run `/bin/sh <dir>/<cmd>` in the guest (dir is mounted at
+#                                        the same path), power off; exit code = the script's, 255 = VM failure
+#   testbed.sh shell <kernel> [<dir>]    interactive shell on the serial console ("exit" powers off)
+#   testbed.sh kver <kernel>             print the kernel release of a prepared kernel
+#
+# <kernel> is `bpo` (Debian bookworm-backports, 6.12.x) or `stable` (Debian bookworm, 6.1.x).
+# Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
+# TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 900),
+# TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror).
+set -euo pipefail
+
+# Bump when the recipe changes so cached images are rebuilt.
+RECIPE=3
+C=${EXABOND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/exabond}/testbed
+ROOTFS_PKGS="iproute2,kmod,procps,ethtool,iputils-ping"
+
+log() { echo "[testbed] $*" >&2; }
+die() { echo "[testbed] error: $*" >&2; exit 1; }
+
+mirror() {
+    if [ -n "${TB_MIRROR:-}" ]; then echo "${TB_MIRROR%/}"; return; fi
+    local m
+    m=$(grep -rhoE '(https?://[^ ]+/debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security | head -1 | tr -d ' ' || true)
+    [ -n "$m" ] || m=$(grep -rhE '^URIs:.*/debian/?$' /etc/apt/sources.list.d/ 2>/dev/null | head -1 | awk '{print $2}' || true)
+    [ -n "$m" ] || die "no Debian mirror found in the host's apt sources; set TB_MIRROR"
+    echo "${m%/}"
+}
+
+host_packages() {
+    local need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    { [ -x /bin/busybox ] && /bin/busybox --list | grep -qx modprobe; } || need+=(busybox-static)
+    command -v cpio >/dev/null || need+=(cpio)
+    command -v debootstrap >/dev/null || need+=(debootstrap)
+    command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+    command -v depmod >/dev/null || need+=(kmod)
+    command -v zstd >/dev/null || need+=(zstd)
+    command -v xz >/dev/null || need+=(xz-utils)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing host packages: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+}
+
+# A private apt configuration (bookworm + backports + security) so the host's apt setup is untouched.
+private_apt() {
+    [ -f "$C/apt/.updated" ] && return
+    mkdir -p "$C/apt/lists/partial" "$C/apt/cache/archives/partial"
+    local M; M=$(mirror)
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-backports main\ndeb %s-security bookworm-security main\n' \
+        "$M" "$M" "$M" "$M" > "$C/apt/sources.list"
+    cat > "$C/apt/apt.conf" <<EOC
+Dir::Etc::SourceList "$C/apt/sources.list";
+Dir::Etc::SourceParts "/nonexistent";
+Dir::State::Lists "$C/apt/lists";
+Dir::Cache "$C/apt/cache";
+APT::Sandbox::User "root";
+EOC
+    log "apt update (private lists)"
+    APT_CONFIG="$C/apt/apt.conf" apt-get update -qq
+    touch "$C/apt/.updated"
+}
+papt() { APT_CONFIG="$C/apt/apt.conf" "$@"; }
+
+kdir() { echo "$C/kernel-$1"; }
+kver() { cat "$(kdir "$1")/.done"; }
+
+get_kernel() { # <flavour>
+    local K; K=$(kdir "$1")
+    [ -f "$K/.done" ] && return
+    private_apt
+    local opt=() pkg
+    [ "$1" = bpo ] && opt=(-o APT::Default-Release=bookworm-backports)
+    pkg=$(papt apt-cache depends "${opt[@]}" linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+    [ -n "$pkg" ] || die "cannot resolve the Debian kernel package for '$1'"
+    log "kernel $1: downloading $pkg"
+    rm -rf "$K"; mkdir -p "$K" "$C/debs"
+    (cd "$C/debs" && papt apt-get download -qq "$pkg")
+    dpkg-deb -x "$C"/debs/"${pkg}"_*.deb "$K"
+    local v; v=$(ls "$K/lib/modules")
+    depmod -b "$K" "$v"
+    echo "$v" > "$K/.done"
+}
+
+build_rootfs() {
+    [ -f "$C/rootfs/.done" ] && return
+    private_apt
+    log "debootstrap bookworm minbase + $ROOTFS_PKGS (about a minute)"
+    rm -rf "$C/rootfs"
+    debootstrap --variant=minbase --include="$ROOTFS_PKGS" bookworm "$C/rootfs" "$(mirror)" >"$C/debootstrap.log" 2>&1 \
+        || { tail -20 "$C/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+    chroot "$C/rootfs" apt-get clean
+    : > "$C/rootfs/etc/apt/sources.list"
+    echo testbed > "$C/rootfs/etc/hostname"
+    touch "$C/rootfs/.done"
+}
+
+# init run by switch_root: makes the Debian root fs the real root (module auto-loading works), mounts the
+# pseudo file systems and the host folder, runs the command and powers off.
+write_tbinit() {
+    cat > "$1" <<'EOI'
+#!/bin/sh
+export HOME=/root TERM=${TERM:-linux} PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
+mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
+HOSTDIR=$(arg tbdir); CMD=$(arg tbcmd); MODE=$(arg tbmode)
+mkdir -p "$HOSTDIR"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none host "$HOSTDIR"
+ip link set lo up; hostname testbed
+if [ "$MODE" = shell ]; then
+  cd "$HOSTDIR"; busybox setsid busybox cttyhack /bin/bash -l
+else
+  echo "TESTBED-START $(uname -r)"
+  (cd "$HOSTDIR" && exec /bin/sh "$HOSTDIR/$CMD") </dev/null
+  echo "TESTBED-EXIT-CODE: $?"
+fi
+sync; busybox poweroff -f
+EOI
+    chmod +x "$1"
+}
+
+build_image() { # <flavour>
+    local F=$1 V img stamp
+    V=$(kver "$F"); img="$C/rootfs-$F.img"; stamp="$C/rootfs-$F.stamp"
+    if [ -f "$img" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$RECIPE $V" ] && [ "$img" -nt "$C/rootfs/.done" ]; then return; fi
+    log "kernel $F: building the ext4 root image with modules of $V"
+    rm -rf "$C/rootfs/lib/modules" "$C/rootfs/boot"
+    mkdir -p "$C/rootfs/lib/modules" "$C/rootfs/boot" "$C/rootfs/usr/local/sbin"
+    cp -a "$(kdir "$F")/lib/modules/$V" "$C/rootfs/lib/modules/"
+    cp -a "$(kdir "$F")/boot/config-$V" "$(kdir "$F")/boot/System.map-$V" "$C/rootfs/boot/"
+    cp /bin/busybox "$C/rootfs/usr/local/sbin/busybox"
+    write_tbinit "$C/rootfs/usr/local/sbin/tbinit"
+    rm -f "$img"
+    mkfs.ext4 -q -F -L tbroot -d "$C/rootfs" "$img" 2G
+    rm -rf "$C/rootfs/lib/modules/$V"
+    echo "$RECIPE $V" > "$stamp"
+}
+
+build_initramfs() { # <flavour>
+    local F=$1 V KROOT OUT stamp T
+    V=$(kver "$F"); KROOT=$(kdir "$F"); OUT="$C/initrd-$F.gz"; stamp="$C/initrd-$F.stamp"
+    if [ -f "$OUT" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$RECIPE $V" ]; then return; fi
+    log "kernel $F: building the initramfs"
+    T=$(mktemp -d)
+    mkdir -p "$T"/{bin,proc,sys,dev,tmp,run,root,lib/modules/"$V"}
+    cp /bin/busybox "$T/bin/busybox"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$T/bin/$a"; done
+    for m in virtio_pci virtio_blk crc32c_generic crc32c-intel ext4 9pnet_virtio 9p; do
+        modprobe -d "$KROOT" -S "$V" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}'
+    done | sort -u | while read -r f; do
+        rel=${f#"$KROOT/lib/modules/$V/"}
+        mkdir -p "$T/lib/modules/$V/$(dirname "$rel")"
+        case "$f" in
+            *.xz)  xz -dc "$f"   > "$T/lib/modules/$V/${rel%.xz}";;
+            *.zst) zstd -qdc "$f" > "$T/lib/modules/$V/${rel%.zst}";;
+            *)     cp "$f" "$T/lib/modules/$V/$rel";;
+        esac
+    done
+    cp "$KROOT/lib/modules/$V"/modules.{builtin,builtin.modinfo,order} "$T/lib/modules/$V/" 2>/dev/null || true
+    depmod -b "$T" "$V"
+    cat > "$T/init" <<'EOI'
+#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in virtio_pci virtio_blk crc32c_generic crc32c_intel ext4 9pnet_virtio 9p; do modprobe -q $m; done
+i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+mount -t ext4 /dev/vda /root || { echo "TESTBED: cannot mount the root fs"; poweroff -f; }
+mount --move /dev /root/dev; umount /sys /proc
+exec switch_root /root /usr/local/sbin/tbinit
+EOI
+    chmod +x "$T/init"
+    (cd "$T" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT"
+    rm -rf "$T"
+    echo "$RECIPE $V" > "$stamp"
+}
+
+check_flavour() { case "$1" in bpo|stable) ;; *) die "unknown kernel '$1': use bpo (6.12) or stable (6.1)";; esac; }
+
+setup() {
+    [ "$(id -u)" = 0 ] || die "setup needs root (apt, debootstrap, chroot)"
+    [ $# -gt 0 ] || set -- bpo stable
+    mkdir -p "$C/debs"
+    host_packages
+    for F in "$@"; do check_flavour "$F"; get_kernel "$F"; done
+    build_rootfs
+    for F in "$@"; do build_image "$F"; build_initramfs "$F"; log "kernel $F ready: $(kver "$F")"; done
+}
+
+accel_args() {
+    local a=${TB_ACCEL:-auto}
+    if [ "$a" = auto ]; then
+        if [ -w /dev/kvm ] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then a=kvm; else a=tcg; fi
+    fi
+    if [ "$a" = kvm ]; then echo "-accel kvm -cpu host"; else echo "-accel tcg,thread=multi -cpu max"; fi
+}
+
+boot() { # <flavour> <hostdir> <append>
+    local F=$1 V smp
+    V=$(kver "$F")
+    smp=${TB_SMP:-$(nproc)}; [ "$smp" -gt 4 ] && smp=4
+    # shellcheck disable=SC2046
+    timeout --foreground -k 5 "${TB_TIMEOUT:-900}" qemu-system-x86_64 \
+        -nodefaults -no-user-config -no-reboot -display none -serial stdio -monitor none \
+        $(accel_args) -m "${TB_MEM:-2048}" -smp "$smp" \
+        -kernel "$(kdir "$F")/boot/vmlinuz-$V" -initrd "$C/initrd-$F.gz" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 ${TB_APPEND:-} tbdir=$2 $3" \
+        -drive "file=$C/rootfs-$F.img,if=virtio,format=raw,snapshot=on" \
+        -virtfs "local,path=$2,mount_tag=host,security_model=none,id=host"
+}
+
+ready() { [ -f "$C/rootfs-$1.img" ] && [ -f "$C/initrd-$1.gz" ] || die "kernel $1 is not set up: run 'cargo xtask setup'"; }
+
+run() { # <flavour> <hostdir> <script>
+    local F=$1 dir script out rc
+    check_flavour "$F"; ready "$F"
+    dir=$(realpath "$2"); script=$3
+    [ -f "$dir/$script" ] || die "no such script: $dir/$script"
+    out=$(mktemp)
+    boot "$F" "$dir" "tbcmd=$script" </dev/null 2>&1 | tee "$out"
+    rc=$(sed -n 's/^TESTBED-EXIT-CODE: \([0-9]*\).*/\1/p' "$out" | tail -1)
+    rm -f "$out"
+    [ -n "$rc" ] || { echo "[testbed] error: the VM ($F) did not report an exit code (boot failure or timeout)" >&2; rc=255; }
+    return "$rc"
+}
+
+case "${1:-}" in
+    setup) shift; setup "$@" ;;
+    run)   shift; [ $# -eq 3 ] || die "usage: $0 run <kernel> <hostdir> <script>"; run "$@" ;;
+    shell) shift; check_flavour "${1:-}"; ready "$1"; boot "$1" "$(realpath "${2:-.}")" "tbmode=shell" ;;
+    kver)  shift; check_flavour "${1:-}"; kver "$1" ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
+esac
