@@ -1,8 +1,8 @@
 //! The kernel's view of a bond and its members, decoded from rtnetlink link messages (pure, no I/O).
 
 use netlink_packet_route::link::{
-    BondMode, BondPortState, InfoBond, InfoBondPort, InfoData, InfoKind, InfoPortData,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MiiStatus,
+    BondMode, BondPortState, InfoBond, InfoBondPort, InfoData, InfoKind, InfoPortData, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, MiiStatus,
 };
 
 use exabond_common::page::LinkState;
@@ -57,16 +57,9 @@ impl BondView {
     /// without targets, counts as 200 ms.
     #[must_use]
     pub fn poll_interval_ms(&self) -> u32 {
-        let mii = if self.miimon_ms == 0 {
-            DEFAULT_POLL_MS
-        } else {
-            self.miimon_ms
-        };
-        let arp = if self.arp_interval_ms == 0 || self.arp_targets == 0 {
-            DEFAULT_POLL_MS
-        } else {
-            self.arp_interval_ms
-        };
+        let mii = if self.miimon_ms == 0 { DEFAULT_POLL_MS } else { self.miimon_ms };
+        let arp =
+            if self.arp_interval_ms == 0 || self.arp_targets == 0 { DEFAULT_POLL_MS } else { self.arp_interval_ms };
         mii.min(arp)
     }
 
@@ -87,11 +80,7 @@ impl BondView {
     pub fn from_links(ifindex: u32, links: &[LinkMessage]) -> Option<Self> {
         let msg = links.iter().find(|m| m.header.index == ifindex)?;
         let mut view = Self::from_bond_message(msg)?;
-        view.slaves = links
-            .iter()
-            .filter(|m| controller(m) == Some(ifindex))
-            .map(slave_from_message)
-            .collect();
+        view.slaves = links.iter().filter(|m| controller(m) == Some(ifindex)).map(slave_from_message).collect();
         view.slaves.sort_by_key(|s| s.ifindex);
         Some(view)
     }
@@ -100,10 +89,7 @@ impl BondView {
     #[must_use]
     pub fn from_bond_message(msg: &LinkMessage) -> Option<Self> {
         let infos = link_infos(msg);
-        if !infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bond)))
-        {
+        if !infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bond))) {
             return None;
         }
         let mut view = Self {
@@ -138,38 +124,20 @@ impl BondView {
 fn link_infos(msg: &LinkMessage) -> &[LinkInfo] {
     msg.attributes
         .iter()
-        .find_map(|a| {
-            if let LinkAttribute::LinkInfo(i) = a {
-                Some(i.as_slice())
-            } else {
-                None
-            }
-        })
+        .find_map(|a| if let LinkAttribute::LinkInfo(i) = a { Some(i.as_slice()) } else { None })
         .unwrap_or(&[])
 }
 
 /// The interface name of a link message.
 #[must_use]
 pub fn name(msg: &LinkMessage) -> Option<String> {
-    msg.attributes.iter().find_map(|a| {
-        if let LinkAttribute::IfName(n) = a {
-            Some(n.clone())
-        } else {
-            None
-        }
-    })
+    msg.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
 }
 
 /// IFLA_MASTER of a link message.
 #[must_use]
 pub fn controller(msg: &LinkMessage) -> Option<u32> {
-    msg.attributes.iter().find_map(|a| {
-        if let LinkAttribute::Controller(c) = a {
-            Some(*c)
-        } else {
-            None
-        }
-    })
+    msg.attributes.iter().find_map(|a| if let LinkAttribute::Controller(c) = a { Some(*c) } else { None })
 }
 
 fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
@@ -181,11 +149,7 @@ fn slave_from_message(msg: &LinkMessage) -> SlaveView {
         ifindex: msg.header.index,
         name: name(msg).unwrap_or_default(),
         mac: [0; 6],
-        link: if msg.header.flags.contains(LinkFlags::LowerUp) {
-            LinkState::Up
-        } else {
-            LinkState::Down
-        },
+        link: if msg.header.flags.contains(LinkFlags::LowerUp) { LinkState::Up } else { LinkState::Down },
         active: false,
         link_failures: 0,
         kind: String::new(),
@@ -203,11 +167,7 @@ fn slave_from_message(msg: &LinkMessage) -> SlaveView {
                 for o in opts {
                     match o {
                         InfoBondPort::MiiStatus(m) => {
-                            s.link = if *m == MiiStatus::Up {
-                                LinkState::Up
-                            } else {
-                                LinkState::Down
-                            };
+                            s.link = if *m == MiiStatus::Up { LinkState::Up } else { LinkState::Down };
                         }
                         InfoBondPort::BondPortState(st) => s.active = *st == BondPortState::Active,
                         InfoBondPort::LinkFailureCount(n) => s.link_failures = *n,
@@ -223,6 +183,15 @@ fn slave_from_message(msg: &LinkMessage) -> SlaveView {
         s.mac = p;
     }
     s
+}
+
+/// The rtnetlink link kind of a message (`bond`, `vlan`, `veth`, ...; empty for hardware NICs).
+#[must_use]
+pub fn link_kind(msg: &LinkMessage) -> String {
+    link_infos(msg)
+        .iter()
+        .find_map(|i| if let LinkInfo::Kind(k) = i { Some(kind_name(k)) } else { None })
+        .unwrap_or_default()
 }
 
 fn kind_name(k: &InfoKind) -> String {
@@ -249,21 +218,12 @@ mod tests {
         link(
             index,
             "bond0",
-            vec![LinkAttribute::LinkInfo(vec![
-                LinkInfo::Kind(InfoKind::Bond),
-                LinkInfo::Data(InfoData::Bond(opts)),
-            ])],
+            vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bond), LinkInfo::Data(InfoData::Bond(opts))])],
             LinkFlags::Up,
         )
     }
 
-    fn slave(
-        index: u32,
-        name: &str,
-        master: u32,
-        state: BondPortState,
-        mii: MiiStatus,
-    ) -> LinkMessage {
+    fn slave(index: u32, name: &str, master: u32, state: BondPortState, mii: MiiStatus) -> LinkMessage {
         link(
             index,
             name,
@@ -289,14 +249,7 @@ mod tests {
     fn decodes_bond_and_members() {
         let links = vec![
             slave(12, "eth-b", 10, BondPortState::Backup, MiiStatus::Down),
-            bond(
-                10,
-                vec![
-                    InfoBond::Mode(BondMode::ActiveBackup),
-                    InfoBond::ActivePort(11),
-                    InfoBond::MiiMon(10),
-                ],
-            ),
+            bond(10, vec![InfoBond::Mode(BondMode::ActiveBackup), InfoBond::ActivePort(11), InfoBond::MiiMon(10)]),
             slave(11, "eth-a", 10, BondPortState::Active, MiiStatus::Up),
             slave(20, "other", 99, BondPortState::Active, MiiStatus::Up),
             link(13, "lonely", vec![], LinkFlags::Up),
@@ -305,21 +258,14 @@ mod tests {
         assert_eq!(v.name, "bond0");
         assert_eq!(v.mode, BondMode::ActiveBackup);
         assert_eq!(v.active_ifindex, 11);
-        assert_eq!(
-            v.slaves.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            ["eth-a", "eth-b"]
-        );
+        assert_eq!(v.slaves.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["eth-a", "eth-b"]);
         let a = v.slave(11).unwrap();
         assert!(a.active);
         assert_eq!(a.link, LinkState::Up);
         assert_eq!(a.mac, [2, 0, 0, 0, 1, 11], "the permanent address wins");
         assert_eq!(a.link_failures, 3);
         assert_eq!(a.kind, "veth");
-        assert_eq!(
-            v.slave(12).unwrap().link,
-            LinkState::Down,
-            "MII status wins over carrier"
-        );
+        assert_eq!(v.slave(12).unwrap().link, LinkState::Down, "MII status wins over carrier");
         assert_eq!(v.poll_interval_ms(), 10);
         assert!(BondView::from_links(13, &links).is_none(), "not a bond");
         assert!(BondView::from_links(99, &links).is_none(), "absent");
@@ -331,11 +277,7 @@ mod tests {
         assert_eq!(v.poll_interval_ms(), 200);
         assert!(v.has_no_monitor());
         v.arp_interval_ms = 50;
-        assert_eq!(
-            v.poll_interval_ms(),
-            200,
-            "arp_interval without targets counts as 200 ms"
-        );
+        assert_eq!(v.poll_interval_ms(), 200, "arp_interval without targets counts as 200 ms");
         v.arp_targets = 1;
         assert_eq!(v.poll_interval_ms(), 50);
         v.miimon_ms = 20;

@@ -44,17 +44,25 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         hint: " (the kernel needs CONFIG_DEBUG_INFO_BTF=y)",
     })?;
     let bonding_path = btf_dir.join("bonding");
-    let bonding =
-        Btf::from_split_file(&bonding_path, &vmlinux).map_err(|source| OffsetsError::Btf {
-            path: bonding_path,
-            source,
-            hint: " (is the bonding module loaded? `modprobe bonding`)",
-        })?;
+    let bonding = Btf::from_split_file(&bonding_path, &vmlinux).map_err(|source| OffsetsError::Btf {
+        path: bonding_path,
+        source,
+        hint: " (is the bonding module loaded? `modprobe bonding`)",
+    })?;
     Ok(KernelOffsets {
         bonding_dev: member_offset(&bonding, "bonding", "dev")?,
         bonding_curr_active_slave: member_offset(&bonding, "bonding", "curr_active_slave")?,
         slave_dev: member_offset(&bonding, "slave", "dev")?,
         net_device_ifindex: member_offset(&vmlinux, "net_device", "ifindex")?,
+        file_f_inode: member_offset(&vmlinux, "file", "f_inode")?,
+        inode_i_ino: member_offset(&vmlinux, "inode", "i_ino")?,
+        sock_sk_protocol: member_offset(&vmlinux, "sock", "sk_protocol")?,
+        sk_buff_data: member_offset(&vmlinux, "sk_buff", "data")?,
+        sk_buff_len: member_offset(&vmlinux, "sk_buff", "len")?,
+        pt_regs_orig_ax: member_offset(&vmlinux, "pt_regs", "orig_ax")?,
+        pt_regs_si: member_offset(&vmlinux, "pt_regs", "si")?,
+        pt_regs_dx: member_offset(&vmlinux, "pt_regs", "dx")?,
+        bond_opt_value_value: member_offset(&bonding, "bond_opt_value", "value")?,
     })
 }
 
@@ -62,23 +70,11 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
 ///
 /// # Errors
 /// [`OffsetsError::NoStruct`] / [`OffsetsError::NoMember`] / [`OffsetsError::Unaligned`].
-pub fn member_offset(
-    btf: &Btf,
-    name: &'static str,
-    member: &'static str,
-) -> Result<u32, OffsetsError> {
-    let types = btf
-        .resolve_types_by_name(name)
-        .map_err(|_| OffsetsError::NoStruct(name))?;
+pub fn member_offset(btf: &Btf, name: &'static str, member: &'static str) -> Result<u32, OffsetsError> {
+    let types = btf.resolve_types_by_name(name).map_err(|_| OffsetsError::NoStruct(name))?;
     let st = types
         .iter()
-        .find_map(|t| {
-            if let Type::Struct(s) = t {
-                Some(s)
-            } else {
-                None
-            }
-        })
+        .find_map(|t| if let Type::Struct(s) = t { Some(s) } else { None })
         .ok_or(OffsetsError::NoStruct(name))?;
     let bits = find_member(btf, st, member).ok_or(OffsetsError::NoMember(name, member))?;
     if bits % 8 != 0 {
@@ -136,17 +132,20 @@ mod tests {
         let btf = Btf::from_file(path).unwrap();
         let off = member_offset(&btf, "net_device", "ifindex").unwrap();
         assert!(off > 0 && off < 4096, "{off}");
-        assert!(matches!(
-            member_offset(&btf, "net_device", "no_such_member"),
-            Err(OffsetsError::NoMember(..))
-        ));
-        assert!(matches!(
-            member_offset(&btf, "no_such_struct_xyz", "x"),
-            Err(OffsetsError::NoStruct(_))
-        ));
+        assert!(matches!(member_offset(&btf, "net_device", "no_such_member"), Err(OffsetsError::NoMember(..))));
+        assert!(matches!(member_offset(&btf, "no_such_struct_xyz", "x"), Err(OffsetsError::NoStruct(_))));
         // A member inside an anonymous union/struct: sk_buff.len is plain, sk_buff.next is in an anonymous
         // union of a struct in every supported kernel.
         assert_eq!(member_offset(&btf, "sk_buff", "next").unwrap(), 0);
+        // The LSM programs' fields exist on this kernel too.
+        for (st, m) in
+            [("file", "f_inode"), ("inode", "i_ino"), ("sock", "sk_protocol"), ("sk_buff", "data"), ("sk_buff", "len")]
+        {
+            member_offset(&btf, st, m).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(member_offset(&btf, "pt_regs", "orig_ax").unwrap(), 120, "x86_64 pt_regs");
+        assert_eq!(member_offset(&btf, "pt_regs", "si").unwrap(), 104);
+        assert_eq!(member_offset(&btf, "pt_regs", "dx").unwrap(), 96);
     }
 
     #[test]

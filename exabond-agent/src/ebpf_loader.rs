@@ -1,16 +1,25 @@
 //! Loading and attaching the eBPF programs, and the handles the agent keeps on their maps.
+//!
+//! Maps are pinned by name under [`PIN_DIR`]; the BPF LSM links are pinned there too (`link-<hook>`), so
+//! the vetoes keep working while the agent is down, and a restarted agent reuses the same maps (its
+//! managed bonds) and replaces the links without a gap (new link attached before the old pin is removed).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, RingBuf};
-use aya::programs::KProbe;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{links::FdLink, KProbe, Lsm};
+use aya::{Btf, Ebpf, EbpfLoader};
+use exabond_common::policy_maps::{GuardedFile, IfName, PIN_DIR};
 
 /// The compiled eBPF object (built by build.rs from exabond-ebpf).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exabond"));
 
 /// Kernel function probed for failovers.
 pub const FAILOVER_FN: &str = "bond_change_active_slave";
+/// Kernel function probed to audit mode changes.
+pub const MODE_SET_FN: &str = "bond_option_mode_set";
+/// The BPF LSM hooks used for vetoes.
+pub const LSM_HOOKS: [&str; 3] = ["file_permission", "netlink_send", "file_ioctl"];
 
 /// Errors while loading the eBPF side.
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +28,13 @@ pub enum LoadError {
     #[error(transparent)]
     Offsets(#[from] crate::btf_offsets::OffsetsError),
     /// The object could not be loaded.
-    #[error("cannot load the eBPF object: {0} (run as root, or with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)")]
+    #[error("cannot load the eBPF object: {0} (run as root, or with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN; if the pinned maps in {PIN_DIR} come from an incompatible version, stop the agent and remove that directory)")]
     Load(#[source] aya::EbpfError),
     /// A program could not be loaded or attached.
     #[error("cannot attach {what}: {source}")]
     Program {
         /// Which program/hook.
-        what: &'static str,
+        what: String,
         /// The cause.
         source: aya::programs::ProgramError,
     },
@@ -37,68 +46,147 @@ pub enum LoadError {
         /// The cause.
         source: aya::maps::MapError,
     },
-    /// A map is missing from the object.
-    #[error("eBPF map {0} is missing from the object")]
-    MissingMap(&'static str),
+    /// A map or program is missing from the object.
+    #[error("{0} is missing from the eBPF object")]
+    Missing(&'static str),
+    /// The pin directory could not be prepared, or a link pinned.
+    #[error("{what} {path}: {source}")]
+    Pin {
+        /// What failed.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Kernel BTF for the LSM programs.
+    #[error("cannot read the kernel's BTF for the LSM programs: {0}")]
+    Btf(#[source] aya::BtfError),
+}
+
+/// The enforcement maps (all pinned).
+pub struct EnforcementMaps {
+    /// Bonds under management (bond ifindex → 0).
+    pub managed: HashMap<MapData, u32, u32>,
+    /// Managed bonds by name → ifindex.
+    pub managed_by_name: HashMap<MapData, IfName, u32>,
+    /// Guarded sysfs files by inode.
+    pub guarded: HashMap<MapData, u64, GuardedFile>,
+    /// Member verdict by ifindex.
+    pub verdict_by_ifindex: HashMap<MapData, u32, u32>,
+    /// Member verdict by name.
+    pub verdict_by_name: HashMap<MapData, IfName, u32>,
 }
 
 /// The loaded programs and the maps the agent uses.
 pub struct Loaded {
-    /// Keeps programs attached while alive.
+    /// Keeps the kprobes attached while alive.
     pub ebpf: Ebpf,
     /// Records from the programs.
     pub events: RingBuf<MapData>,
-    /// Bonds under management (bond ifindex → 0).
-    pub managed: HashMap<MapData, u32, u32>,
+    /// The enforcement maps.
+    pub maps: EnforcementMaps,
+    /// Whether the LSM programs are attached (false when the BPF LSM is not active).
+    pub lsm: bool,
 }
 
-/// Load the object with offsets from `btf_dir`, attach the failover probe, take the maps.
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    T::try_from(ebpf.take_map(name).ok_or(LoadError::Missing(name))?).map_err(|source| LoadError::Map { name, source })
+}
+
+fn kprobe(ebpf: &mut Ebpf, name: &'static str, func: &str) -> Result<(), LoadError> {
+    let what = || format!("kprobe {func}");
+    let prog: &mut KProbe = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Missing(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { what: what(), source })?;
+    prog.load().map_err(|source| LoadError::Program { what: what(), source })?;
+    prog.attach(func, 0).map_err(|source| LoadError::Program { what: what(), source })?;
+    Ok(())
+}
+
+/// Path of the pinned link of an LSM hook.
+#[must_use]
+pub fn link_pin(hook: &str) -> PathBuf {
+    Path::new(PIN_DIR).join(format!("link-{hook}"))
+}
+
+fn lsm(ebpf: &mut Ebpf, hook: &'static str, btf: &Btf) -> Result<(), LoadError> {
+    let what = || format!("BPF LSM hook {hook}");
+    let prog: &mut Lsm = ebpf
+        .program_mut(hook)
+        .ok_or(LoadError::Missing(hook))?
+        .try_into()
+        .map_err(|source| LoadError::Program { what: what(), source })?;
+    prog.load(hook, btf).map_err(|source| LoadError::Program { what: what(), source })?;
+    let id = prog.attach().map_err(|source| LoadError::Program { what: what(), source })?;
+    let link = prog.take_link(id).map_err(|source| LoadError::Program { what: what(), source })?;
+    let fd_link: FdLink = link.into();
+    // The new link is attached: now drop the previous agent's pin (its link detaches) and pin ours.
+    let path = link_pin(hook);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(hook, "replaced the pinned LSM link of a previous agent"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(LoadError::Pin { what: "cannot remove the old link pin", path, source }),
+    }
+    fd_link.pin(&path).map_err(|e| LoadError::Pin {
+        what: "cannot pin the LSM link",
+        path,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(())
+}
+
+/// Load the object with offsets from `btf_dir`, attach the probes (and the LSM vetoes when `with_lsm`),
+/// take the maps.
 ///
 /// # Errors
 /// [`LoadError`] with what failed and the usual fix.
-pub fn load(btf_dir: &Path) -> Result<Loaded, LoadError> {
+pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
     let offsets = crate::btf_offsets::read(btf_dir)?;
     tracing::info!(?offsets, "kernel struct offsets from BTF");
+    std::fs::create_dir_all(PIN_DIR).map_err(|source| LoadError::Pin {
+        what: "cannot create the pin directory (is bpffs mounted at /sys/fs/bpf?)",
+        path: PIN_DIR.into(),
+        source,
+    })?;
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
+        .default_map_pin_directory(PIN_DIR)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
-    let prog: &mut KProbe = ebpf
-        .program_mut("bond_change_active_slave")
-        .ok_or(LoadError::MissingMap("bond_change_active_slave (program)"))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            what: "kprobe bond_change_active_slave",
-            source,
-        })?;
-    prog.load().map_err(|source| LoadError::Program {
-        what: "kprobe bond_change_active_slave",
-        source,
-    })?;
-    prog.attach(FAILOVER_FN, 0)
-        .map_err(|source| LoadError::Program {
-            what: "kprobe bond_change_active_slave",
-            source,
-        })?;
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: "EVENTS",
-        source,
-    })?;
-    let managed = HashMap::try_from(
-        ebpf.take_map("MANAGED_BONDS")
-            .ok_or(LoadError::MissingMap("MANAGED_BONDS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: "MANAGED_BONDS",
-        source,
-    })?;
-    Ok(Loaded {
-        ebpf,
-        events,
-        managed,
-    })
+    kprobe(&mut ebpf, "bond_change_active_slave", FAILOVER_FN)?;
+    kprobe(&mut ebpf, "bond_option_mode_set", MODE_SET_FN)?;
+    if with_lsm {
+        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        for hook in LSM_HOOKS {
+            lsm(&mut ebpf, hook, &btf)?;
+        }
+    }
+    let events = take(&mut ebpf, "EVENTS")?;
+    let maps = EnforcementMaps {
+        managed: take(&mut ebpf, "MANAGED_BONDS")?,
+        managed_by_name: take(&mut ebpf, "MANAGED_BY_NAME")?,
+        guarded: take(&mut ebpf, "GUARDED_FILES")?,
+        verdict_by_ifindex: take(&mut ebpf, "VERDICT_BY_IFINDEX")?,
+        verdict_by_name: take(&mut ebpf, "VERDICT_BY_NAME")?,
+    };
+    Ok(Loaded { ebpf, events, maps, lsm: with_lsm })
+}
+
+/// Remove every pin (links and maps): enforcement stops once the agent exits. Used by `--release`.
+pub fn release_pins() {
+    for hook in LSM_HOOKS {
+        let _ = std::fs::remove_file(link_pin(hook));
+    }
+    if let Ok(dir) = std::fs::read_dir(PIN_DIR) {
+        for e in dir.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(PIN_DIR);
 }

@@ -31,10 +31,7 @@ pub fn validate(name: &str) -> Result<&str, NameError> {
     if name == "." || name == ".." {
         return Err(NameError::Dots(name.to_owned()));
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
         return Err(NameError::BadChar(name.escape_debug().to_string()));
     }
     Ok(name)
@@ -49,17 +46,11 @@ mod tests {
         assert_eq!(validate("bond0"), Ok("bond0"));
         assert_eq!(validate("a-b_c.d@15chars"), Ok("a-b_c.d@15chars"));
         assert_eq!(validate(""), Err(NameError::Empty));
-        assert!(matches!(
-            validate("sixteen-chars-xx"),
-            Err(NameError::TooLong(_))
-        ));
+        assert!(matches!(validate("sixteen-chars-xx"), Err(NameError::TooLong(_))));
         assert!(matches!(validate(".."), Err(NameError::Dots(_))));
         assert!(matches!(validate("."), Err(NameError::Dots(_))));
         for bad in ["a/b", "../etc", "a b", "a\tb", "a:1", "a\nb"] {
-            assert!(
-                matches!(validate(bad), Err(NameError::BadChar(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(validate(bad), Err(NameError::BadChar(_))), "{bad:?}");
         }
     }
 }

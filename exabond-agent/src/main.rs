@@ -3,13 +3,18 @@
 mod bond_view;
 mod btf_offsets;
 mod cli;
+mod control;
 mod ebpf_loader;
+mod enforcement;
 mod event_loop;
 mod ifname;
+mod manage;
 mod netlink;
 mod page_state;
+mod policy;
 mod publisher;
 mod snapshot_json;
+mod sysinfo;
 
 use std::process::ExitCode;
 
@@ -21,6 +26,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         cli::Command::Agent(a) => cli::agent::run(a),
         cli::Command::Read(r) => cli::read::run(r),
+        cli::Command::Manage { bond, ctl } => return cli::control::run(ctl, &format!("+{bond}")),
+        cli::Command::Unmanage { bond, ctl } => return cli::control::run(ctl, &format!("-{bond}")),
+        cli::Command::List { ctl } => return cli::control::run(ctl, "list"),
+        cli::Command::Status(a) => return cli::status::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,19 +1,20 @@
 //! rtnetlink: link dumps (initial state, poll backstop) and the link notification listener.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::Handle;
 use tokio_util::sync::CancellationToken;
 
 use exabond_common::page::ChangeSource;
 
 use crate::bond_view::{controller, BondView};
-use crate::publisher::{Publisher, ViewOutcome};
+use crate::manage::{lock, Shared};
+use crate::publisher::ViewOutcome;
 
 /// Dump every link (RTM_GETLINK, NLM_F_DUMP).
 ///
@@ -23,37 +24,59 @@ pub async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, rtnetlink::
     handle.link().get().execute().try_collect().await
 }
 
-fn lock(p: &Mutex<Publisher>) -> std::sync::MutexGuard<'_, Publisher> {
-    // A panic while holding the lock leaves pages consistent (each publish is complete): keep going.
-    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Recompute every device's member verdict from a full dump.
+pub fn sync_verdicts(shared: &Shared, links: &[LinkMessage]) {
+    let mut enf = lock(&shared.enforcement);
+    enf.sync_all(links);
+    let mut p = lock(&shared.publisher);
+    for l in links {
+        p.set_forbidden(l.header.index, !enf.publishable(l.header.index));
+    }
 }
 
 /// Re-read every managed bond and publish what changed, crediting `source`. Retries a dump that may
-/// predate an eBPF event already on the page.
+/// predate an eBPF event already on the page. Without the BPF LSM, reverts forbidden changes it sees.
 ///
 /// # Errors
 /// The rtnetlink error.
-pub async fn refresh(
-    publisher: &Mutex<Publisher>,
-    handle: &Handle,
-    source: ChangeSource,
-) -> Result<(), rtnetlink::Error> {
+pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetlink::Error> {
     for _attempt in 0..20 {
         let gens: Vec<(u32, u64)> = {
-            let p = lock(publisher);
+            let p = lock(&shared.publisher);
             p.managed().map(|i| (i, p.ebpf_gen(i))).collect()
         };
+        if gens.is_empty() {
+            return Ok(());
+        }
         let dump_ns = exabond_common::clock::monotonic_ns();
-        let links = dump_links(handle).await?;
+        let links = dump_links(&shared.handle).await?;
         let mut stale = false;
+        let mut views = Vec::new();
+        let mut gone = Vec::new();
         {
-            let mut p = lock(publisher);
+            let mut p = lock(&shared.publisher);
             for (ifindex, gen) in gens {
                 match BondView::from_links(ifindex, &links) {
                     Some(view) => {
-                        stale |= p.on_view(&view, source, gen, dump_ns) == ViewOutcome::Stale
+                        stale |= p.on_view(&view, source, gen, dump_ns) == ViewOutcome::Stale;
+                        views.push(view);
                     }
-                    None => p.bond_gone(ifindex),
+                    None => {
+                        p.bond_gone(ifindex);
+                        gone.push(ifindex);
+                    }
+                }
+            }
+        }
+        {
+            let mut enf = lock(&shared.enforcement);
+            for i in gone {
+                enf.unmanage(i);
+            }
+            for v in &views {
+                enf.rename_bond(v.ifindex, &v.name);
+                for action in enf.revert(v) {
+                    tracing::warn!(bond = %v.name, "detect-and-revert: {action}");
                 }
             }
         }
@@ -65,15 +88,14 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Listen to RTNLGRP_LINK notifications; each burst that concerns a managed bond (the bond, a member, a
-/// device naming a managed bond as master) triggers one refresh credited to netlink.
+type Notification = (NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr);
+
+/// Listen to RTNLGRP_LINK notifications: every device's verdict follows its changes, and each burst that
+/// concerns a managed bond (the bond, a member, a device naming it as master) triggers one refresh
+/// credited to netlink.
 pub async fn listen(
-    publisher: Arc<Mutex<Publisher>>,
-    handle: Handle,
-    mut messages: futures::channel::mpsc::UnboundedReceiver<(
-        rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
-        rtnetlink::sys::SocketAddr,
-    )>,
+    shared: Arc<Shared>,
+    mut messages: futures::channel::mpsc::UnboundedReceiver<Notification>,
     cancel: CancellationToken,
 ) {
     use futures::StreamExt as _;
@@ -86,50 +108,51 @@ pub async fn listen(
             tracing::error!("rtnetlink notification stream ended; the poll backstop continues");
             return;
         };
-        let mut relevant = concerns_managed(&publisher, &first.0);
+        let mut relevant = note(&shared, &first.0);
         // Coalesce a burst (a failover raises several notifications).
         while let Ok(m) = messages.try_recv() {
-            relevant |= concerns_managed(&publisher, &m.0);
+            relevant |= note(&shared, &m.0);
         }
         if relevant {
-            if let Err(e) = refresh(&publisher, &handle, ChangeSource::Netlink).await {
+            if let Err(e) = refresh(&shared, ChangeSource::Netlink).await {
                 tracing::warn!("rtnetlink refresh failed: {e}");
             }
         }
     }
 }
 
-fn concerns_managed(
-    publisher: &Mutex<Publisher>,
-    msg: &rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
-) -> bool {
+/// Track one notification; true if it concerns a managed bond.
+fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
     match &msg.payload {
-        NetlinkPayload::InnerMessage(
-            RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l),
-        ) => lock(publisher).is_relevant(l.header.index, controller(l)),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+            let mut enf = lock(&shared.enforcement);
+            enf.sync_link(l);
+            let mut p = lock(&shared.publisher);
+            p.set_forbidden(l.header.index, !enf.publishable(l.header.index));
+            p.is_relevant(l.header.index, controller(l))
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+            lock(&shared.enforcement).remove_link(l.header.index);
+            let mut p = lock(&shared.publisher);
+            p.set_forbidden(l.header.index, false);
+            p.is_relevant(l.header.index, controller(l))
+        }
         _ => false,
     }
 }
 
 /// The poll backstop: every MIN(miimon, arp_interval) of the managed bonds (200 ms by default, or
 /// `override_ms`), re-read the bonds and refresh the heartbeat.
-pub async fn poll(
-    publisher: Arc<Mutex<Publisher>>,
-    handle: Handle,
-    override_ms: Option<u32>,
-    cancel: CancellationToken,
-) {
+pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: CancellationToken) {
     loop {
-        let ms = override_ms
-            .unwrap_or_else(|| lock(&publisher).poll_interval_ms())
-            .max(1);
+        let ms = override_ms.unwrap_or_else(|| lock(&shared.publisher).poll_interval_ms()).max(1);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
         }
-        if let Err(e) = refresh(&publisher, &handle, ChangeSource::Poll).await {
+        if let Err(e) = refresh(&shared, ChangeSource::Poll).await {
             tracing::warn!("poll: rtnetlink dump failed: {e}");
         }
-        lock(&publisher).heartbeat();
+        lock(&shared.publisher).heartbeat();
     }
 }

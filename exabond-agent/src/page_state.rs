@@ -2,8 +2,8 @@
 //! a full view of the bond (netlink, poll, manage) or a failover event (eBPF). No I/O, unit-tested.
 
 use exabond_common::page::{
-    legacy, name_buf, ChangeSource, PageData, SlaveRecord, SlaveRole, FLAG_ACTIVE,
-    FLAG_SLAVES_TRUNCATED, IFNAMSIZ, MAX_SLAVES, NO_SLOT,
+    legacy, name_buf, ChangeSource, PageData, SlaveRecord, SlaveRole, FLAG_ACTIVE, FLAG_SLAVES_TRUNCATED, IFNAMSIZ,
+    MAX_SLAVES, NO_SLOT,
 };
 
 use crate::bond_view::{BondView, SlaveView};
@@ -21,10 +21,7 @@ impl Now {
     /// The current time.
     #[must_use]
     pub fn read() -> Self {
-        Self {
-            mono_ns: exabond_common::clock::monotonic_ns(),
-            real_ns: exabond_common::clock::realtime_ns(),
-        }
+        Self { mono_ns: exabond_common::clock::monotonic_ns(), real_ns: exabond_common::clock::realtime_ns() }
     }
 }
 
@@ -35,18 +32,10 @@ impl Now {
 /// still has its own word and a failover always changes it.
 #[must_use]
 pub fn legacy_location(smartnic: Option<(u8, u8)>, slot: usize) -> (u8, u8) {
-    smartnic.unwrap_or((
-        legacy::NON_SMARTNIC_ID,
-        u8::try_from(slot).unwrap_or(u8::MAX),
-    ))
+    smartnic.unwrap_or((legacy::NON_SMARTNIC_ID, u8::try_from(slot).unwrap_or(u8::MAX)))
 }
 
-fn record(
-    s: &SlaveView,
-    slot: usize,
-    active_ifindex: u32,
-    smartnic: Option<(u8, u8)>,
-) -> SlaveRecord {
+fn record(s: &SlaveView, slot: usize, active_ifindex: u32, smartnic: Option<(u8, u8)>) -> SlaveRecord {
     let (id, port) = legacy_location(smartnic, slot);
     let mut mac = [0u8; 8];
     mac[..6].copy_from_slice(&s.mac);
@@ -54,11 +43,7 @@ fn record(
         name: name_buf(&s.name),
         ifindex: s.ifindex,
         link: s.link as u32,
-        role: if s.ifindex == active_ifindex {
-            SlaveRole::Active
-        } else {
-            SlaveRole::Backup
-        } as u32,
+        role: if s.ifindex == active_ifindex { SlaveRole::Active } else { SlaveRole::Backup } as u32,
         link_failures: s.link_failures,
         mac,
         smartnic_id: id,
@@ -69,20 +54,10 @@ fn record(
 
 /// Point the page at `active_ifindex` (0 = none). When that differs from what the page showed, count a
 /// change and stamp it with `source`, `now` and `kernel_event_ns`. The slave table must be current.
-fn set_active(
-    d: &mut PageData,
-    active_ifindex: u32,
-    source: ChangeSource,
-    now: Now,
-    kernel_event_ns: u64,
-) {
+fn set_active(d: &mut PageData, active_ifindex: u32, source: ChangeSource, now: Now, kernel_event_ns: u64) {
     let was_active = d.flags & FLAG_ACTIVE != 0;
-    let changed = was_active != (active_ifindex != 0)
-        || (active_ifindex != 0 && d.active_ifindex != active_ifindex);
-    let slot = d
-        .slaves()
-        .iter()
-        .position(|s| s.ifindex == active_ifindex && active_ifindex != 0);
+    let changed = was_active != (active_ifindex != 0) || (active_ifindex != 0 && d.active_ifindex != active_ifindex);
+    let slot = d.slaves().iter().position(|s| s.ifindex == active_ifindex && active_ifindex != 0);
     for s in &mut d.slaves[..(d.slave_count as usize).min(MAX_SLAVES)] {
         s.role = if Some(s.ifindex) == Some(active_ifindex).filter(|&i| i != 0) {
             SlaveRole::Active as u32
@@ -155,11 +130,7 @@ pub fn render_view(
     }
     set_active(&mut d, view.active_ifindex, source, now, 0);
     // A full view of the same active slave may still refresh its name/MAC (e.g. after a rename).
-    if let Some(i) = d
-        .slaves()
-        .iter()
-        .position(|s| s.ifindex == view.active_ifindex && view.active_ifindex != 0)
-    {
+    if let Some(i) = d.slaves().iter().position(|s| s.ifindex == view.active_ifindex && view.active_ifindex != 0) {
         let s = d.slaves[i];
         d.active_name = s.name;
         d.active_mac = s.mac;
@@ -171,20 +142,9 @@ pub fn render_view(
 
 /// The page after the eBPF probe saw the kernel switch to `new_ifindex` (0 = none) at `kernel_event_ns`.
 #[must_use]
-pub fn render_failover(
-    prev: &PageData,
-    new_ifindex: u32,
-    kernel_event_ns: u64,
-    now: Now,
-) -> PageData {
+pub fn render_failover(prev: &PageData, new_ifindex: u32, kernel_event_ns: u64, now: Now) -> PageData {
     let mut d = *prev;
-    set_active(
-        &mut d,
-        new_ifindex,
-        ChangeSource::Ebpf,
-        now,
-        kernel_event_ns,
-    );
+    set_active(&mut d, new_ifindex, ChangeSource::Ebpf, now, kernel_event_ns);
     d
 }
 
@@ -225,10 +185,7 @@ mod tests {
         }
     }
 
-    const T: Now = Now {
-        mono_ns: 1000,
-        real_ns: 2000,
-    };
+    const T: Now = Now { mono_ns: 1000, real_ns: 2000 };
     fn none(_: &SlaveView) -> Option<(u8, u8)> {
         None
     }
@@ -244,37 +201,16 @@ mod tests {
         assert!(p1.slaves()[0].is_active() && !p1.slaves()[1].is_active());
 
         // eBPF sees the switch first; the later netlink view of the same state changes nothing.
-        let p2 = render_failover(
-            &p1,
-            12,
-            900,
-            Now {
-                mono_ns: 1500,
-                real_ns: 2500,
-            },
-        );
+        let p2 = render_failover(&p1, 12, 900, Now { mono_ns: 1500, real_ns: 2500 });
         assert_eq!(p2.active_name(), Some("eth-b"));
         assert_eq!(p2.failover_count, 2);
         assert_eq!(p2.source(), ChangeSource::Ebpf);
         assert_eq!(p2.kernel_event_ns, 900);
         assert_eq!(p2.legacy_word, legacy::encode(true, 0xff, 1));
         assert!(p2.slaves()[1].is_active() && !p2.slaves()[0].is_active());
-        let p3 = render_view(
-            &p2,
-            &view(12),
-            ChangeSource::Netlink,
-            Now {
-                mono_ns: 1600,
-                real_ns: 2600,
-            },
-            &none,
-        );
+        let p3 = render_view(&p2, &view(12), ChangeSource::Netlink, Now { mono_ns: 1600, real_ns: 2600 }, &none);
         assert_eq!(p3.failover_count, 2);
-        assert_eq!(
-            p3.source(),
-            ChangeSource::Ebpf,
-            "credit stays with the first source"
-        );
+        assert_eq!(p3.source(), ChangeSource::Ebpf, "credit stays with the first source");
         assert_eq!(p3.last_change_mono_ns, 1500);
 
         // All slaves down: ACTIVE cleared, id/port kept.
@@ -296,37 +232,16 @@ mod tests {
         let p2 = render_failover(&p1, 77, 5, T);
         assert_eq!(p2.active_ifindex, 77);
         assert_eq!(p2.active_name(), Some(""), "unknown until the next view");
-        assert_ne!(
-            p2.legacy_word, p1.legacy_word,
-            "readers of the word still see a change"
-        );
+        assert_ne!(p2.legacy_word, p1.legacy_word, "readers of the word still see a change");
         let same = render_failover(&p2, 77, 6, T);
         assert_eq!(same.failover_count, p2.failover_count);
     }
 
     #[test]
     fn heartbeat_only_touches_heartbeat() {
-        let p0 = render_view(
-            &PageData::new("bond0", 10, 1),
-            &view(11),
-            ChangeSource::Manage,
-            T,
-            &none,
-        );
-        let p1 = render_heartbeat(
-            &p0,
-            Now {
-                mono_ns: 5,
-                real_ns: 6,
-            },
-        );
+        let p0 = render_view(&PageData::new("bond0", 10, 1), &view(11), ChangeSource::Manage, T, &none);
+        let p1 = render_heartbeat(&p0, Now { mono_ns: 5, real_ns: 6 });
         assert_eq!(p1.heartbeat_mono_ns, 5);
-        assert_eq!(
-            PageData {
-                heartbeat_mono_ns: p0.heartbeat_mono_ns,
-                ..p1
-            },
-            p0
-        );
+        assert_eq!(PageData { heartbeat_mono_ns: p0.heartbeat_mono_ns, ..p1 }, p0);
     }
 }

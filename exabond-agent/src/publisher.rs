@@ -1,7 +1,7 @@
 //! The single writer of every managed bond's page: applies views (netlink, poll, manage) and failover
 //! events (eBPF) to each bond's page, in one place, under one lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use exabond_common::event::FailoverEvent;
@@ -40,6 +40,10 @@ pub struct Publisher {
     page_dir: PathBuf,
     pid: u32,
     bonds: BTreeMap<u32, Managed>,
+    /// Devices the member policy refuses: never published as the active slave.
+    forbidden: BTreeSet<u32>,
+    /// Vetoes counted per bond ifindex.
+    vetoes: BTreeMap<u32, u64>,
 }
 
 /// SmartNIC (id, port) of a member, when it is one (filled in by the management policy).
@@ -55,7 +59,69 @@ impl Publisher {
             page_dir,
             pid: std::process::id(),
             bonds: BTreeMap::new(),
+            forbidden: BTreeSet::new(),
+            vetoes: BTreeMap::new(),
         }
+    }
+
+    /// Mark a device as refused (or not) by the member policy.
+    pub fn set_forbidden(&mut self, ifindex: u32, forbidden: bool) {
+        if forbidden {
+            self.forbidden.insert(ifindex);
+        } else {
+            self.forbidden.remove(&ifindex);
+        }
+    }
+
+    fn publishable(&self, ifindex: u32) -> u32 {
+        if self.forbidden.contains(&ifindex) {
+            0
+        } else {
+            ifindex
+        }
+    }
+
+    /// Count a veto against a bond.
+    pub fn count_veto(&mut self, bond_ifindex: u32) {
+        *self.vetoes.entry(bond_ifindex).or_default() += 1;
+    }
+
+    /// Vetoes counted for a bond.
+    #[must_use]
+    pub fn vetoes(&self, bond_ifindex: u32) -> u64 {
+        self.vetoes.get(&bond_ifindex).copied().unwrap_or(0)
+    }
+
+    /// Whether a bond is managed.
+    #[must_use]
+    pub fn is_managed(&self, ifindex: u32) -> bool {
+        self.bonds.contains_key(&ifindex)
+    }
+
+    /// ifindex of the managed bond called `name`.
+    #[must_use]
+    pub fn ifindex_of(&self, name: &str) -> Option<u32> {
+        self.bonds.iter().find(|(_, m)| m.view.name == name).map(|(i, _)| *i)
+    }
+
+    /// Names of the managed bonds.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.bonds.values().map(|m| m.view.name.clone()).collect()
+    }
+
+    /// Stop managing a bond: retire its page (readers still mapping it see RETIRED) and remove the file.
+    /// Returns false if it was not managed.
+    pub fn unmanage(&mut self, ifindex: u32) -> bool {
+        let Some(m) = self.bonds.remove(&ifindex) else {
+            return false;
+        };
+        let name = m.view.name.clone();
+        match m.writer.retire_and_remove() {
+            Ok(()) => tracing::info!(bond = %name, "bond unmanaged: page retired and removed"),
+            Err(e) => tracing::error!(bond = %name, "bond unmanaged: {e}"),
+        }
+        true
     }
 
     /// Place a bond under management: create its page from `view`.
@@ -65,10 +131,9 @@ impl Publisher {
     pub fn manage(&mut self, view: &BondView) -> Result<&PageData, WriteError> {
         let now = Now::read();
         let blank = PageData::new(&view.name, view.ifindex, self.pid);
-        let first = render_heartbeat(
-            &render_view(&blank, view, ChangeSource::Manage, now, &smartnic_location),
-            now,
-        );
+        let mut shown = view.clone();
+        shown.active_ifindex = self.publishable(view.active_ifindex);
+        let first = render_heartbeat(&render_view(&blank, &shown, ChangeSource::Manage, now, &smartnic_location), now);
         let writer = PageWriter::create(&self.page_dir, &view.name, &first)?;
         tracing::info!(bond = %view.name, page = %writer.path().display(), active = ?first.active_name(), "bond managed");
         if view.has_no_monitor() {
@@ -97,11 +162,7 @@ impl Publisher {
     /// The shortest poll period over the managed bonds (200 ms when none).
     #[must_use]
     pub fn poll_interval_ms(&self) -> u32 {
-        self.bonds
-            .values()
-            .map(|m| m.view.poll_interval_ms())
-            .min()
-            .unwrap_or(crate::bond_view::DEFAULT_POLL_MS)
+        self.bonds.values().map(|m| m.view.poll_interval_ms()).min().unwrap_or(crate::bond_view::DEFAULT_POLL_MS)
     }
 
     /// Whether a link message about `index` (with IFLA_MASTER `controller`) concerns a managed bond.
@@ -114,10 +175,11 @@ impl Publisher {
 
     /// Apply a failover seen by the eBPF probe. Returns the page if it changed.
     pub fn on_failover(&mut self, ev: &FailoverEvent) -> Option<&PageData> {
+        let new_ifindex = self.publishable(ev.new_ifindex);
         let m = self.bonds.get_mut(&ev.bond_ifindex)?;
         let now = Now::read();
         let before = *m.writer.current();
-        let next = render_failover(&before, ev.new_ifindex, ev.header.ktime_ns, now);
+        let next = render_failover(&before, new_ifindex, ev.header.ktime_ns, now);
         m.ebpf_gen += 1;
         if next == before {
             // Already on the page (a netlink/poll view won the race): keep its credit, but record the
@@ -153,13 +215,19 @@ impl Publisher {
 
     /// Apply a full view of a bond seen by `source`; `gen_at_dump` is [`Self::ebpf_gen`] read before the
     /// dump that produced the view was requested, at CLOCK_MONOTONIC `dump_ns`.
-    pub fn on_view(
-        &mut self,
-        view: &BondView,
-        source: ChangeSource,
-        gen_at_dump: u64,
-        dump_ns: u64,
-    ) -> ViewOutcome {
+    pub fn on_view(&mut self, view: &BondView, source: ChangeSource, gen_at_dump: u64, dump_ns: u64) -> ViewOutcome {
+        let shown;
+        let view = if self.forbidden.contains(&view.active_ifindex) {
+            let mut v = view.clone();
+            v.active_ifindex = 0;
+            shown = v;
+            &shown
+        } else {
+            view
+        };
+        if self.bonds.get(&view.ifindex).is_some_and(|m| m.view.name != view.name) {
+            self.rename(view);
+        }
         let Some(m) = self.bonds.get_mut(&view.ifindex) else {
             return ViewOutcome::NotManaged;
         };
@@ -191,6 +259,25 @@ impl Publisher {
             }
         }
         ViewOutcome::Applied
+    }
+
+    /// A managed bond was renamed: it stays managed under its new name. The page under the old name is
+    /// retired and removed (readers that map it see RETIRED); a page under the new name takes over.
+    fn rename(&mut self, view: &BondView) {
+        let Some(m) = self.bonds.get_mut(&view.ifindex) else { return };
+        let mut data = *m.writer.current();
+        data.bond_name = exabond_common::page::name_buf(&view.name);
+        match PageWriter::create(&self.page_dir, &view.name, &data) {
+            Ok(new) => {
+                let old = std::mem::replace(&mut m.writer, new);
+                let old_name = std::mem::replace(&mut m.view.name, view.name.clone());
+                if let Err(e) = old.retire_and_remove() {
+                    tracing::error!("rename: {e}");
+                }
+                tracing::warn!(from = %old_name, to = %view.name, "managed bond renamed: page follows the new name, old page retired");
+            }
+            Err(e) => tracing::error!(bond = %view.name, "rename: cannot create the new page: {e}"),
+        }
     }
 
     /// A managed bond no longer exists: retire its page and remove the file.
@@ -250,11 +337,7 @@ mod tests {
 
     fn ev(new: u32, ktime_ns: u64) -> FailoverEvent {
         FailoverEvent {
-            header: EventHeader {
-                kind: 1,
-                ktime_ns,
-                ..Default::default()
-            },
+            header: EventHeader { kind: 1, ktime_ns, ..Default::default() },
             bond_ifindex: 10,
             old_ifindex: 0,
             new_ifindex: new,
@@ -280,30 +363,18 @@ mod tests {
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
         // A view dumped before the switch completed contradicts the event: rejected, page unchanged.
         let gen = p.ebpf_gen(10);
-        assert_eq!(
-            p.on_view(&view(11), ChangeSource::Netlink, gen, now),
-            ViewOutcome::Stale
-        );
+        assert_eq!(p.on_view(&view(11), ChangeSource::Netlink, gen, now), ViewOutcome::Stale);
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
         // A view whose dump raced with an event is rejected whatever it says.
-        assert_eq!(
-            p.on_view(&view(12), ChangeSource::Netlink, gen - 1, now),
-            ViewOutcome::Stale
-        );
+        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, gen - 1, now), ViewOutcome::Stale);
         // The consistent view is applied, credit stays with eBPF.
-        assert_eq!(
-            p.on_view(&view(12), ChangeSource::Netlink, gen, now + 1),
-            ViewOutcome::Applied
-        );
+        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, gen, now + 1), ViewOutcome::Applied);
         let d = r.snapshot().unwrap();
         assert_eq!((d.failover_count, d.source()), (2, ChangeSource::Ebpf));
         // An eBPF event older than the last applied view would bring back an old state: ignored.
         assert!(p.on_failover(&ev(11, now)).is_none());
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
-        assert_eq!(
-            p.on_view(&view(12), ChangeSource::Poll, p.ebpf_gen(10), now + 2),
-            ViewOutcome::Applied
-        );
+        assert_eq!(p.on_view(&view(12), ChangeSource::Poll, p.ebpf_gen(10), now + 2), ViewOutcome::Applied);
     }
 
     #[test]
@@ -311,17 +382,11 @@ mod tests {
         let (dir, mut p) = setup("late");
         let r = PageReader::open_in(&dir, "bond0").unwrap();
         let t = exabond_common::clock::monotonic_ns();
-        assert_eq!(
-            p.on_view(&view(12), ChangeSource::Netlink, 0, t),
-            ViewOutcome::Applied
-        );
+        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, 0, t), ViewOutcome::Applied);
         assert_eq!(r.snapshot().unwrap().kernel_event_ns, 0);
         assert!(p.on_failover(&ev(12, t - 1000)).is_none());
         let d = r.snapshot().unwrap();
-        assert_eq!(
-            (d.source(), d.kernel_event_ns, d.failover_count),
-            (ChangeSource::Netlink, t - 1000, 2)
-        );
+        assert_eq!((d.source(), d.kernel_event_ns, d.failover_count), (ChangeSource::Netlink, t - 1000, 2));
     }
 
     #[test]
@@ -334,9 +399,6 @@ mod tests {
         assert!(r.snapshot().unwrap().is_retired());
         assert!(!dir.join("exabond-bond0").exists());
         assert_eq!(p.managed().count(), 0);
-        assert_eq!(
-            p.on_view(&view(11), ChangeSource::Poll, 0, 0),
-            ViewOutcome::NotManaged
-        );
+        assert_eq!(p.on_view(&view(11), ChangeSource::Poll, 0, 0), ViewOutcome::NotManaged);
     }
 }

@@ -62,11 +62,7 @@ pub struct SnapshotJson {
 }
 
 fn mac(b: &[u8]) -> String {
-    b[..6]
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    b[..6].iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl SnapshotJson {
@@ -119,11 +115,7 @@ impl SnapshotJson {
             self.bond,
             self.ifindex,
             self.active_slave.as_deref().unwrap_or("none"),
-            if self.stale {
-                "  [STALE: agent not updating]"
-            } else {
-                ""
-            }
+            if self.stale { "  [STALE: agent not updating]" } else { "" }
         );
         for sl in &self.slaves {
             let _ = writeln!(
@@ -137,9 +129,7 @@ impl SnapshotJson {
             "failovers {}  last change by {}{}  heartbeat {} ms ago  legacy word {:#010x}",
             self.failover_count,
             self.last_change_source,
-            self.kernel_to_page_us
-                .map(|u| format!(" (kernel→page {u:.1} µs)"))
-                .unwrap_or_default(),
+            self.kernel_to_page_us.map(|u| format!(" (kernel→page {u:.1} µs)")).unwrap_or_default(),
             self.heartbeat_age_ms,
             self.legacy_word
         );

@@ -3,10 +3,7 @@
 //! CLOCK_MONOTONIC is the clock of the kernel's `bpf_ktime_get_ns()`, so page and event times compare.
 
 fn now(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; these clocks always exist on Linux (vDSO, no syscall).
     let rc = unsafe { libc::clock_gettime(clock, &raw mut ts) };
     debug_assert_eq!(rc, 0);

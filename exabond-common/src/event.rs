@@ -10,6 +10,10 @@ pub enum EventKind {
     /// `bond_change_active_slave` entered with a new active slave different from the current one
     /// (payload: [`FailoverEvent`]).
     Failover = 1,
+    /// A BPF LSM program refused an operation on a managed bond (payload: [`VetoEvent`]).
+    Veto = 2,
+    /// `bond_option_mode_set` entered for a managed bond (payload: [`ModeSetEvent`]).
+    ModeSet = 3,
 }
 
 impl EventKind {
@@ -18,6 +22,8 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Failover),
+            2 => Some(Self::Veto),
+            3 => Some(Self::ModeSet),
             _ => None,
         }
     }
@@ -54,20 +60,107 @@ pub struct FailoverEvent {
     pub _pad: u32,
 }
 
+/// What a veto refused (`VetoEvent::what`). Fixed ids, never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VetoWhat {
+    /// A write of a mode other than active-backup to sysfs `bonding/mode`.
+    ModeSysfs = 1,
+    /// An rtnetlink IFLA_BOND_MODE other than active-backup.
+    ModeNetlink = 2,
+    /// `+dev` written to sysfs `bonding/slaves` for a device the policy refuses.
+    MemberSysfs = 3,
+    /// rtnetlink IFLA_MASTER naming a managed bond for a device the policy refuses.
+    MemberNetlink = 4,
+    /// The SIOCBONDENSLAVE ioctl for a device the policy refuses.
+    MemberIoctl = 5,
+    /// A write to a guarded sysfs file through a path whose content cannot be checked (writev, splice,
+    /// io_uring, ...): only write(2)/pwrite(2) are inspected.
+    UncheckedWritePath = 6,
+}
+
+impl VetoWhat {
+    /// From the raw value.
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::ModeSysfs),
+            2 => Some(Self::ModeNetlink),
+            3 => Some(Self::MemberSysfs),
+            4 => Some(Self::MemberNetlink),
+            5 => Some(Self::MemberIoctl),
+            6 => Some(Self::UncheckedWritePath),
+            _ => None,
+        }
+    }
+
+    /// A short description for logs.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::ModeSysfs => "mode change via sysfs",
+            Self::ModeNetlink => "mode change via rtnetlink",
+            Self::MemberSysfs => "member added via sysfs",
+            Self::MemberNetlink => "member added via rtnetlink",
+            Self::MemberIoctl => "member added via SIOCBONDENSLAVE",
+            Self::UncheckedWritePath => "write to a guarded file by an uncheckable path",
+        }
+    }
+}
+
+/// A BPF LSM program refused an operation; the caller's syscall failed with `-errno`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VetoEvent {
+    /// Header; `kind` is [`EventKind::Veto`].
+    pub header: EventHeader,
+    /// A [`VetoWhat`].
+    pub what: u32,
+    /// ifindex of the managed bond concerned (0 if unknown).
+    pub bond_ifindex: u32,
+    /// ifindex of the refused member (0 if unknown or not applicable).
+    pub member_ifindex: u32,
+    /// The errno returned.
+    pub errno: u32,
+    /// The refused value: member name, or the mode as written (NUL padded; for netlink the mode number
+    /// in the first byte).
+    pub detail: [u8; 16],
+}
+
+/// The bonding driver is setting a managed bond's mode (audit; the change is not refused here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModeSetEvent {
+    /// Header; `kind` is [`EventKind::ModeSet`].
+    pub header: EventHeader,
+    /// ifindex of the bond.
+    pub bond_ifindex: u32,
+    /// The new mode (1 = active-backup).
+    pub mode: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
-    use super::{EventHeader, EventKind, FailoverEvent};
+    use super::{EventHeader, EventKind, FailoverEvent, ModeSetEvent, VetoEvent};
 
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with no implicit padding.
     unsafe impl aya::Pod for EventHeader {}
     // SAFETY: as above; `_pad` makes the padding explicit.
     unsafe impl aya::Pod for FailoverEvent {}
+    // SAFETY: u32 fields and a byte array after a 32-byte header: no padding.
+    unsafe impl aya::Pod for VetoEvent {}
+    // SAFETY: two u32 after a 32-byte header: no padding.
+    unsafe impl aya::Pod for ModeSetEvent {}
 
     /// A decoded ring-buffer record.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Event {
         /// See [`FailoverEvent`].
         Failover(FailoverEvent),
+        /// See [`VetoEvent`].
+        Veto(VetoEvent),
+        /// See [`ModeSetEvent`].
+        ModeSet(ModeSetEvent),
     }
 
     /// Why a ring-buffer record could not be decoded.
@@ -89,10 +182,7 @@ mod user {
     fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
         let need = core::mem::size_of::<T>();
         if bytes.len() < need {
-            return Err(DecodeError::TooShort {
-                got: bytes.len(),
-                need,
-            });
+            return Err(DecodeError::TooShort { got: bytes.len(), need });
         }
         // SAFETY: the length was checked; `T` is a Pod record (any bit pattern is valid) and
         // read_unaligned does not need alignment.
@@ -108,6 +198,8 @@ mod user {
             let header: EventHeader = read(bytes)?;
             match EventKind::from_u32(header.kind) {
                 Some(EventKind::Failover) => Ok(Self::Failover(read(bytes)?)),
+                Some(EventKind::Veto) => Ok(Self::Veto(read(bytes)?)),
+                Some(EventKind::ModeSet) => Ok(Self::ModeSet(read(bytes)?)),
                 None => Err(DecodeError::UnknownKind(header.kind)),
             }
         }
@@ -117,6 +209,8 @@ mod user {
         pub const fn header(&self) -> &EventHeader {
             match self {
                 Self::Failover(f) => &f.header,
+                Self::Veto(v) => &v.header,
+                Self::ModeSet(m) => &m.header,
             }
         }
     }
@@ -131,9 +225,7 @@ mod tests {
 
     fn bytes<T>(v: &T) -> &[u8] {
         // SAFETY: test helper over Pod records.
-        unsafe {
-            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        }
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
     }
 
     #[test]
@@ -156,31 +248,16 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown() {
-        let ev = FailoverEvent {
-            header: EventHeader {
-                kind: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let ev = FailoverEvent { header: EventHeader { kind: 1, ..Default::default() }, ..Default::default() };
         let b = bytes(&ev);
         assert_eq!(
             Event::decode(&b[..40]),
-            Err(DecodeError::TooShort {
-                got: 40,
-                need: core::mem::size_of::<FailoverEvent>()
-            })
+            Err(DecodeError::TooShort { got: 40, need: core::mem::size_of::<FailoverEvent>() })
         );
-        assert!(matches!(
-            Event::decode(&b[..10]),
-            Err(DecodeError::TooShort { .. })
-        ));
+        assert!(matches!(Event::decode(&b[..10]), Err(DecodeError::TooShort { .. })));
         let mut other = ev;
         other.header.kind = 99;
-        assert_eq!(
-            Event::decode(bytes(&other)),
-            Err(DecodeError::UnknownKind(99))
-        );
+        assert_eq!(Event::decode(bytes(&other)), Err(DecodeError::UnknownKind(99)));
     }
 
     #[test]
@@ -189,5 +266,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FailoverEvent>(), 48);
         assert_eq!(core::mem::offset_of!(FailoverEvent, bond_ifindex), 32);
         assert_eq!(core::mem::offset_of!(FailoverEvent, new_ifindex), 40);
+        assert_eq!(core::mem::size_of::<VetoEvent>(), 64);
+        assert_eq!(core::mem::offset_of!(VetoEvent, detail), 48);
     }
 }

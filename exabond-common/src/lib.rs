@@ -2,6 +2,7 @@
 //!
 //! - [`event`]: records the eBPF programs send through the ring buffer.
 //! - [`offsets`]: kernel struct field offsets, read from BTF by userspace and handed to the programs.
+//! - [`policy_maps`]: what the enforcement (BPF LSM) maps hold.
 //! - [`page`]: the per-bond page (`/dev/exabond-<bond>`): its layout, the exasock-compatible legacy word,
 //!   and (feature `user`) the single writer and the reader.
 //!
@@ -12,6 +13,7 @@
 pub mod event;
 pub mod offsets;
 pub mod page;
+pub mod policy_maps;
 
 #[cfg(feature = "user")]
 pub mod reader;

@@ -2,7 +2,7 @@
 //!
 //! Rust eBPF has no CO-RE: the agent reads these from the running kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`, and `/sys/kernel/btf/bonding` for the bonding driver's own structs) and
-//! hands them to the programs as one load-time global (`EbpfLoader::set_global("OFFSETS", ..)`). They
+//! hands them to the programs as one load-time global (`EbpfLoader::override_global("OFFSETS", ..)`). They
 //! differ between kernels (`net_device.ifindex` is 224 on 6.12 and 216 on 6.1), so never hard-code them.
 
 /// Byte offsets of the fields the eBPF programs read.
@@ -17,8 +17,26 @@ pub struct KernelOffsets {
     pub slave_dev: u32,
     /// `struct net_device.ifindex` (`int`).
     pub net_device_ifindex: u32,
+    /// `struct file.f_inode` (`struct inode *`).
+    pub file_f_inode: u32,
+    /// `struct inode.i_ino` (`unsigned long`).
+    pub inode_i_ino: u32,
+    /// `struct sock.sk_protocol` (`u16`).
+    pub sock_sk_protocol: u32,
+    /// `struct sk_buff.data` (`unsigned char *`).
+    pub sk_buff_data: u32,
+    /// `struct sk_buff.len` (`unsigned int`).
+    pub sk_buff_len: u32,
+    /// `struct pt_regs.orig_ax` (x86_64: the syscall number).
+    pub pt_regs_orig_ax: u32,
+    /// `struct pt_regs.si` (x86_64: 2nd syscall argument).
+    pub pt_regs_si: u32,
+    /// `struct pt_regs.dx` (x86_64: 3rd syscall argument).
+    pub pt_regs_dx: u32,
+    /// `struct bond_opt_value.value` (`u64`).
+    pub bond_opt_value_value: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: four u32, no padding.
+// SAFETY: u32 fields only, no padding.
 unsafe impl aya::Pod for KernelOffsets {}

@@ -449,10 +449,7 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(cstr(&name_buf("bond0")), "bond0");
-        assert_eq!(
-            cstr(&name_buf("a-very-long-interface-name")),
-            "a-very-long-int"
-        );
+        assert_eq!(cstr(&name_buf("a-very-long-interface-name")), "a-very-long-int");
         let d = PageData::new("bond0", 7, 1);
         assert!(d.is_valid());
         assert_eq!(d.bond_name(), "bond0");

@@ -23,9 +23,7 @@ pub const SNAPSHOT_RETRIES: u32 = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The page file could not be opened or mapped.
-    #[error(
-        "cannot open the page {path}: {source} (is the bond managed by a running exabond agent?)"
-    )]
+    #[error("cannot open the page {path}: {source} (is the bond managed by a running exabond agent?)")]
     Open {
         /// The file.
         path: PathBuf,
@@ -50,7 +48,9 @@ pub enum ReadError {
         found: u32,
     },
     /// A page of another layout version.
-    #[error("{path} has page layout version {found}, this reader understands version {LAYOUT_VERSION}: update the reader")]
+    #[error(
+        "{path} has page layout version {found}, this reader understands version {LAYOUT_VERSION}: update the reader"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -58,7 +58,9 @@ pub enum ReadError {
         found: u32,
     },
     /// No consistent copy after [`SNAPSHOT_RETRIES`] attempts.
-    #[error("no consistent snapshot after {SNAPSHOT_RETRIES} attempts: the writer died mid-update or the page is corrupt")]
+    #[error(
+        "no consistent snapshot after {SNAPSHOT_RETRIES} attempts: the writer died mid-update or the page is corrupt"
+    )]
     Inconsistent,
 }
 
@@ -91,40 +93,24 @@ impl PageReader {
     /// # Errors
     /// See [`ReadError`].
     pub fn open_path(path: &Path) -> Result<Self, ReadError> {
-        let err = |source| ReadError::Open {
-            path: path.to_owned(),
-            source,
-        };
+        let err = |source| ReadError::Open { path: path.to_owned(), source };
         let file = File::open(path).map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
         if len < PAGE_SIZE as u64 {
-            return Err(ReadError::TooSmall {
-                path: path.to_owned(),
-                len,
-            });
+            return Err(ReadError::TooSmall { path: path.to_owned(), len });
         }
         // SAFETY: read-only shared mapping of one page; the writer only changes it through the seqlock
         // protocol, and all our accesses are atomic.
         let map = unsafe { MmapOptions::new().len(PAGE_SIZE).map(&file) }.map_err(err)?;
         // SAFETY: PAGE_SIZE bytes, page-aligned, kept alive in `_map`.
         let raw = unsafe { RawPage::new(map.as_ptr()) };
-        let mut reader = Self {
-            raw,
-            cached: 0,
-            _map: map,
-        };
+        let mut reader = Self { raw, cached: 0, _map: map };
         let data = reader.snapshot()?;
         if data.magic != PAGE_MAGIC {
-            return Err(ReadError::BadMagic {
-                path: path.to_owned(),
-                found: data.magic,
-            });
+            return Err(ReadError::BadMagic { path: path.to_owned(), found: data.magic });
         }
         if data.version != LAYOUT_VERSION {
-            return Err(ReadError::UnsupportedVersion {
-                path: path.to_owned(),
-                found: data.version,
-            });
+            return Err(ReadError::UnsupportedVersion { path: path.to_owned(), found: data.version });
         }
         reader.cached = reader.legacy_word();
         Ok(reader)

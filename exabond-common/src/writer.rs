@@ -57,22 +57,10 @@ impl PageWriter {
     /// [`WriteError::Create`] with the path and the OS error.
     pub fn create(dir: &Path, bond: &str, initial: &PageData) -> Result<Self, WriteError> {
         let path = page_path(dir, bond);
-        let tmp = dir.join(format!(
-            ".{PAGE_FILE_PREFIX}{bond}.{}.tmp",
-            std::process::id()
-        ));
-        let err = |source| WriteError::Create {
-            path: path.clone(),
-            source,
-        };
+        let tmp = dir.join(format!(".{PAGE_FILE_PREFIX}{bond}.{}.tmp", std::process::id()));
+        let err = |source| WriteError::Create { path: path.clone(), source };
         let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&tmp)
-            .map_err(err)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o444).open(&tmp).map_err(err)?;
         let setup = || -> io::Result<MmapMut> {
             file.set_len(PAGE_SIZE as u64)?;
             file.set_permissions(Permissions::from_mode(0o444))?;
@@ -93,13 +81,7 @@ impl PageWriter {
             let _ = fs::remove_file(&tmp);
             return Err(err(e));
         }
-        Ok(Self {
-            path,
-            map,
-            raw,
-            current: *initial,
-            _file: file,
-        })
+        Ok(Self { path, map, raw, current: *initial, _file: file })
     }
 
     /// The page file.
@@ -137,10 +119,7 @@ impl PageWriter {
         match fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(WriteError::Remove {
-                path: self.path.clone(),
-                source,
-            }),
+            Err(source) => Err(WriteError::Remove { path: self.path.clone(), source }),
         }
     }
 }

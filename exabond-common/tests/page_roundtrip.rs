@@ -48,10 +48,7 @@ fn reader_sees_what_writer_publishes() {
     let dir = tmpdir("rw");
     let mut w = PageWriter::create(&dir, "bond0", &PageData::new("bond0", 9, 1)).unwrap();
     let mode = std::fs::metadata(w.path()).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-        0o444
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o444);
     let mut r = PageReader::open_in(&dir, "bond0").unwrap();
     assert!(!r.changed());
     assert_eq!(r.snapshot().unwrap().bond_name(), "bond0");
@@ -65,36 +62,21 @@ fn reader_sees_what_writer_publishes() {
     // The raw bytes at the documented offsets are what a C reader sees.
     let bytes = std::fs::read(w.path()).unwrap();
     assert_eq!(bytes.len(), page::PAGE_SIZE);
-    assert_eq!(
-        u32::from_ne_bytes(bytes[0..4].try_into().unwrap()),
-        b.legacy_word
-    );
-    assert_eq!(
-        u32::from_ne_bytes(bytes[72..76].try_into().unwrap()),
-        page::PAGE_MAGIC
-    );
+    assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), b.legacy_word);
+    assert_eq!(u32::from_ne_bytes(bytes[72..76].try_into().unwrap()), page::PAGE_MAGIC);
     assert_eq!(u64::from_ne_bytes(bytes[136..144].try_into().unwrap()), 17);
     assert_eq!(u64::from_ne_bytes(bytes[64..72].try_into().unwrap()) % 2, 0);
     w.retire_and_remove().unwrap();
-    assert!(
-        r.snapshot().unwrap().is_retired(),
-        "a reader that still maps a removed page sees it retired"
-    );
+    assert!(r.snapshot().unwrap().is_retired(), "a reader that still maps a removed page sees it retired");
     assert!(r.is_stale(std::time::Duration::from_secs(3600)).unwrap());
-    assert!(matches!(
-        PageReader::open_in(&dir, "bond0"),
-        Err(ReadError::Open { .. })
-    ));
+    assert!(matches!(PageReader::open_in(&dir, "bond0"), Err(ReadError::Open { .. })));
 }
 
 #[test]
 fn reader_refuses_what_is_not_a_page() {
     let dir = tmpdir("bad");
     std::fs::write(dir.join("exabond-short"), [0u8; 4]).unwrap();
-    assert!(matches!(
-        PageReader::open_in(&dir, "short"),
-        Err(ReadError::TooSmall { len: 4, .. })
-    ));
+    assert!(matches!(PageReader::open_in(&dir, "short"), Err(ReadError::TooSmall { len: 4, .. })));
     // The original module's page: only a legacy word.
     let mut legacy_only = vec![0u8; 4096];
     legacy_only[..4].copy_from_slice(&legacy::encode(true, 1, 0).to_ne_bytes());
@@ -106,10 +88,7 @@ fn reader_refuses_what_is_not_a_page() {
     future[72..76].copy_from_slice(&page::PAGE_MAGIC.to_ne_bytes());
     future[76..80].copy_from_slice(&99u32.to_ne_bytes());
     std::fs::write(dir.join("exabond-new"), &future).unwrap();
-    assert!(matches!(
-        PageReader::open_in(&dir, "new"),
-        Err(ReadError::UnsupportedVersion { found: 99, .. })
-    ));
+    assert!(matches!(PageReader::open_in(&dir, "new"), Err(ReadError::UnsupportedVersion { found: 99, .. })));
 }
 
 /// Writer at full rate, readers on other threads: every snapshot must be one publication, never a mix.
@@ -139,11 +118,7 @@ fn seqlock_stress_no_torn_snapshots() {
                     if !consistent(&s) {
                         torn += 1;
                     }
-                    assert!(
-                        s.failover_count >= last,
-                        "went backwards: {} < {last}",
-                        s.failover_count
-                    );
+                    assert!(s.failover_count >= last, "went backwards: {} < {last}", s.failover_count);
                     last = s.failover_count;
                     let _ = r.changed();
                 }
@@ -165,9 +140,6 @@ fn seqlock_stress_no_torn_snapshots() {
         println!("reader: {reads} snapshots, {starved} starved attempts");
         total += reads;
     }
-    assert!(
-        n > 1000 && total > 1000,
-        "stress too small: {n} writes, {total} reads"
-    );
+    assert!(n > 1000 && total > 1000, "stress too small: {n} writes, {total} reads");
     println!("seqlock stress: {n} publications, {total} consistent snapshots, 0 torn");
 }

@@ -22,10 +22,7 @@ use crate::{EVENTS, MANAGED_BONDS};
 #[kprobe]
 pub fn bond_change_active_slave(ctx: ProbeContext) -> u32 {
     if let Err(e) = try_bond_change_active_slave(&ctx) {
-        error!(
-            &ctx,
-            "exabond: bond_change_active_slave probe failed: {}", e
-        );
+        error!(&ctx, "exabond: bond_change_active_slave probe failed: {}", e);
     }
     0
 }

@@ -1,6 +1,6 @@
-//! Reads of kernel memory at the offsets userspace handed over (no CO-RE in Rust eBPF).
+//! Reads of kernel and user memory at the offsets userspace handed over (no CO-RE in Rust eBPF).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs};
 use exabond_common::offsets::KernelOffsets;
 
 use crate::OFFSETS;
@@ -12,14 +12,20 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
 }
 
+/// Read a `T` from kernel memory at `addr`.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(i64::from)
+}
+
 /// Read a kernel pointer stored at `base + off` (0 stays 0).
 #[inline(always)]
 pub fn read_ptr(base: u64, off: u32) -> Result<u64, i64> {
     if base == 0 {
         return Ok(0);
     }
-    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.map_err(i64::from)
+    read(base + u64::from(off))
 }
 
 /// `dev->ifindex` of a `struct net_device *` (0 for NULL).
@@ -28,13 +34,36 @@ pub fn netdev_ifindex(dev: u64, o: &KernelOffsets) -> Result<u32, i64> {
     if dev == 0 {
         return Ok(0);
     }
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel((dev + u64::from(o.net_device_ifindex)) as *const u32) }
-        .map_err(i64::from)
+    read(dev + u64::from(o.net_device_ifindex))
 }
 
 /// `slave->dev->ifindex` of a `struct slave *` (0 for NULL).
 #[inline(always)]
 pub fn slave_ifindex(slave: u64, o: &KernelOffsets) -> Result<u32, i64> {
     netdev_ifindex(read_ptr(slave, o.slave_dev)?, o)
+}
+
+/// The current task's user registers (x86_64 `struct pt_regs`), as an address.
+#[inline(always)]
+pub fn user_regs() -> u64 {
+    // SAFETY: bpf_get_current_task_btf returns the trusted current task; bpf_task_pt_regs takes it.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// Copy up to `N` bytes of user memory at `src` (at most `len`) into a zeroed buffer.
+#[inline(always)]
+pub fn read_user_bytes<const N: usize>(src: u64, len: u64) -> Result<[u8; N], i64> {
+    let mut buf = [0u8; N];
+    let n = if len > N as u64 { N as u32 } else { len as u32 };
+    if n == 0 {
+        return Ok(buf);
+    }
+    // SAFETY: `n` <= N bytes into our own buffer; the helper checks the user address.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n, src as *const core::ffi::c_void)
+    };
+    if rc < 0 {
+        return Err(rc);
+    }
+    Ok(buf)
 }

@@ -1,33 +1,68 @@
 //! exabond's eBPF programs. One module per hook; userspace (exabond-agent) loads this object, sets the
-//! load-time globals (kernel struct offsets read from BTF) and keeps the maps in sync.
+//! load-time globals (kernel struct offsets read from BTF) and keeps the maps in sync. The programs only
+//! enforce what the maps say: the policy itself is userspace code.
+//!
+//! Maps are pinned by name under /sys/fs/bpf/exabond (userspace sets the directory) so that the LSM
+//! programs, whose links are pinned too, keep enforcing while the agent is down or restarting.
 #![no_std]
 #![no_main]
 
 mod failover;
 mod kernel;
+mod lsm_file;
+mod lsm_ioctl;
+mod lsm_netlink;
+mod mode_audit;
+mod veto;
 
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, RingBuf},
 };
 use exabond_common::offsets::KernelOffsets;
+use exabond_common::policy_maps::{GuardedFile, IfName};
 
-/// Kernel struct offsets, set by userspace at load time from BTF (`EbpfLoader::set_global`).
+/// Kernel struct offsets, set by userspace at load time from BTF (`EbpfLoader::override_global`).
 #[no_mangle]
 static OFFSETS: KernelOffsets = KernelOffsets {
     bonding_dev: 0,
     bonding_curr_active_slave: 0,
     slave_dev: 0,
     net_device_ifindex: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    sock_sk_protocol: 0,
+    sk_buff_data: 0,
+    sk_buff_len: 0,
+    pt_regs_orig_ax: 0,
+    pt_regs_si: 0,
+    pt_regs_dx: 0,
+    bond_opt_value_value: 0,
 };
 
 /// Records for the agent (see `exabond_common::event`). 256 KiB: thousands of events of backlog.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
-/// Bonds under management: key = bond ifindex, value = reserved (0). Written by the agent only.
+/// Bonds under management: key = bond ifindex, value = reserved (0).
 #[map]
-static MANAGED_BONDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+static MANAGED_BONDS: HashMap<u32, u32> = HashMap::pinned(1024, 0);
+
+/// Bonds under management by name (for the SIOCBONDENSLAVE ioctl, which names the bond): value = ifindex.
+#[map]
+static MANAGED_BY_NAME: HashMap<IfName, u32> = HashMap::pinned(1024, 0);
+
+/// Guarded sysfs files of managed bonds, by inode number.
+#[map]
+static GUARDED_FILES: HashMap<u64, GuardedFile> = HashMap::pinned(4096, 0);
+
+/// Member verdict by ifindex: 0 = may join a managed bond, else the errno to fail with. Absent = ENODEV.
+#[map]
+static VERDICT_BY_IFINDEX: HashMap<u32, u32> = HashMap::pinned(16384, 0);
+
+/// Member verdict by interface name (sysfs `slaves` and the ioctl name devices). Absent = ENODEV.
+#[map]
+static VERDICT_BY_NAME: HashMap<IfName, u32> = HashMap::pinned(16384, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

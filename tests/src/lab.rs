@@ -10,17 +10,9 @@ use serde_json::Value;
 
 /// Run a shell command; its stdout, or an error with its stderr.
 pub fn sh(cmd: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .with_context(|| format!("spawn sh -c {cmd:?}"))?;
+    let out = Command::new("sh").arg("-c").arg(cmd).output().with_context(|| format!("spawn sh -c {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "`{cmd}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{cmd}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -32,18 +24,11 @@ pub fn write_sysfs(path: &str, value: &str) -> anyhow::Result<()> {
 
 /// Read a sysfs attribute (trimmed).
 pub fn read_sysfs(path: &str) -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("read {path}"))?
-        .trim()
-        .to_owned())
+    Ok(std::fs::read_to_string(path).with_context(|| format!("read {path}"))?.trim().to_owned())
 }
 
 /// Poll `f` every 10 ms until it returns `Some`, or fail after `timeout` saying `what`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -69,40 +54,26 @@ impl Bond {
     pub fn create(name: &str, n: usize) -> anyhow::Result<Self> {
         let _ = sh("modprobe bonding max_bonds=0");
         write_sysfs("/sys/class/net/bonding_masters", &format!("+{name}"))?;
-        let b = Self {
-            name: name.into(),
-            members: (0..n).map(|i| format!("{name}-a{i}")).collect(),
-        };
+        let b = Self { name: name.into(), members: (0..n).map(|i| format!("{name}-a{i}")).collect() };
         b.opt("mode", "active-backup")?;
         b.opt("miimon", "10")?;
         for m in &b.members {
-            sh(&format!(
-                "ip link add {m} type veth peer name {m}p && ip link set {m}p up"
-            ))?;
+            sh(&format!("ip link add {m} type veth peer name {m}p && ip link set {m}p up"))?;
             b.opt("slaves", &format!("+{m}"))?;
         }
         sh(&format!("ip link set {name} up"))?;
-        wait_for("an active slave", Duration::from_secs(10), || {
-            b.active().filter(|a| !a.is_empty())
-        })?;
+        wait_for("an active slave", Duration::from_secs(10), || b.active().filter(|a| !a.is_empty()))?;
         Ok(b)
     }
 
     /// Write a bonding option.
     pub fn opt(&self, opt: &str, value: &str) -> anyhow::Result<()> {
-        write_sysfs(
-            &format!("/sys/class/net/{}/bonding/{opt}", self.name),
-            value,
-        )
+        write_sysfs(&format!("/sys/class/net/{}/bonding/{opt}", self.name), value)
     }
 
     /// The kernel's active slave (sysfs), `None` if unreadable.
     pub fn active(&self) -> Option<String> {
-        read_sysfs(&format!(
-            "/sys/class/net/{}/bonding/active_slave",
-            self.name
-        ))
-        .ok()
+        read_sysfs(&format!("/sys/class/net/{}/bonding/active_slave", self.name)).ok()
     }
 
     /// The MII status of a member as the bonding driver reports it.
@@ -110,10 +81,7 @@ impl Bond {
         std::fs::read_to_string(format!("/proc/net/bonding/{}", self.name))
             .ok()
             .and_then(|t| {
-                let sect = t
-                    .split("Slave Interface: ")
-                    .find(|s| s.starts_with(&format!("{member}\n")))?
-                    .to_owned();
+                let sect = t.split("Slave Interface: ").find(|s| s.starts_with(&format!("{member}\n")))?.to_owned();
                 Some(sect.contains("MII Status: up"))
             })
             .unwrap_or(false)
@@ -121,12 +89,8 @@ impl Bond {
 
     /// Bring a member and its peer up and wait until the driver sees its link up.
     pub fn restore(&self, member: &str) -> anyhow::Result<()> {
-        sh(&format!(
-            "ip link set {member}p up && ip link set {member} up"
-        ))?;
-        wait_for(&format!("{member} MII up"), Duration::from_secs(10), || {
-            self.mii_up(member).then_some(())
-        })
+        sh(&format!("ip link set {member}p up && ip link set {member} up"))?;
+        wait_for(&format!("{member} MII up"), Duration::from_secs(10), || self.mii_up(member).then_some(()))
     }
 }
 
@@ -148,45 +112,24 @@ pub struct Agent {
 
 impl Agent {
     /// Start `exabond agent` and wait until every bond's page is there with a fresh heartbeat.
-    pub fn start(
-        exabond: &Path,
-        page_dir: &Path,
-        bonds: &[&str],
-        extra: &[&str],
-    ) -> anyhow::Result<Self> {
+    pub fn start(exabond: &Path, page_dir: &Path, bonds: &[&str], extra: &[&str]) -> anyhow::Result<Self> {
         let log = PathBuf::from(format!("/tmp/exabond-agent-{}.log", std::process::id()));
         let logf = std::fs::File::create(&log)?;
         let mut cmd = Command::new(exabond);
-        cmd.arg("agent")
-            .arg("--page-dir")
-            .arg(page_dir)
-            .args(["--member-driver", "veth"]);
+        cmd.arg("agent").arg("--page-dir").arg(page_dir).args(["--member-driver", "veth"]);
         for b in bonds {
             cmd.args(["--bond", b]);
         }
-        cmd.args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", exabond.display()))?;
+        cmd.args(extra).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
+        let child = cmd.spawn().with_context(|| format!("spawn {}", exabond.display()))?;
         let mut agent = Self { child, log };
         for b in bonds {
-            let r = wait_for(
-                &format!("the page of {b}"),
-                Duration::from_secs(120),
-                || {
-                    if let Ok(Some(st)) = agent.child.try_wait() {
-                        return Some(Err(anyhow::anyhow!("agent exited early ({st})")));
-                    }
-                    read_page(exabond, page_dir, b)
-                        .ok()
-                        .filter(|v| v["stale"] == false)
-                        .map(Ok)
-                },
-            );
+            let r = wait_for(&format!("the page of {b}"), Duration::from_secs(120), || {
+                if let Ok(Some(st)) = agent.child.try_wait() {
+                    return Some(Err(anyhow::anyhow!("agent exited early ({st})")));
+                }
+                read_page(exabond, page_dir, b).ok().filter(|v| v["stale"] == false).map(Ok)
+            });
             if let Err(e) = r.and_then(|x| x) {
                 bail!("{e:#}\n--- agent log ---\n{}", agent.log_text());
             }
@@ -202,9 +145,7 @@ impl Agent {
     /// SIGTERM, then the exit status within `timeout`.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         sh(&format!("kill -TERM {}", self.child.id()))?;
-        wait_for("the agent to exit", timeout, || {
-            self.child.try_wait().ok().flatten()
-        })
+        wait_for("the agent to exit", timeout, || self.child.try_wait().ok().flatten())
     }
 }
 
@@ -217,18 +158,9 @@ impl Drop for Agent {
 
 /// `exabond read <bond> --json` in a separate process.
 pub fn read_page(exabond: &Path, page_dir: &Path, bond: &str) -> anyhow::Result<Value> {
-    let out = Command::new(exabond)
-        .arg("read")
-        .arg(bond)
-        .arg("--json")
-        .arg("--page-dir")
-        .arg(page_dir)
-        .output()?;
+    let out = Command::new(exabond).arg("read").arg(bond).arg("--json").arg("--page-dir").arg(page_dir).output()?;
     if !out.status.success() {
-        bail!(
-            "exabond read {bond}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("exabond read {bond}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }

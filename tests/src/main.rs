@@ -26,12 +26,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if !std::path::Path::new("/sys/module/bonding").exists()
-        && lab::sh("modprobe bonding max_bonds=0").is_err()
-    {
-        eprintln!(
-            "exabond-e2e: no bonding driver here: run it in the VM test bed (cargo xtask test)"
-        );
+    if !std::path::Path::new("/sys/module/bonding").exists() && lab::sh("modprobe bonding max_bonds=0").is_err() {
+        eprintln!("exabond-e2e: no bonding driver here: run it in the VM test bed (cargo xtask test)");
         return ExitCode::FAILURE;
     }
     match mode.as_str() {

@@ -49,17 +49,8 @@ fn str_of(v: &Value, k: &str) -> String {
 
 fn show(exabond: &Path, demo: bool) {
     if demo {
-        if let Ok(out) = sh(&format!(
-            "{} read {BOND} --page-dir {PAGE_DIR}",
-            exabond.display()
-        )) {
-            println!(
-                "{}",
-                out.lines()
-                    .map(|l| format!("    {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+        if let Ok(out) = sh(&format!("{} read {BOND} --page-dir {PAGE_DIR}", exabond.display())) {
+            println!("{}", out.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
         }
     }
 }
@@ -67,21 +58,10 @@ fn show(exabond: &Path, demo: bool) {
 fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<Seen> {
     let dir = Path::new(PAGE_DIR);
     let before = read_page(exabond, dir, BOND)?;
-    let n = before["failover_count"]
-        .as_u64()
-        .context("failover_count")?;
+    let n = before["failover_count"].as_u64().context("failover_count")?;
     let old = bond.active().context("active_slave")?;
-    ensure!(
-        str_of(&before, "active_slave") == old,
-        "page shows {} but the kernel {old}",
-        before["active_slave"]
-    );
-    let other = bond
-        .members
-        .iter()
-        .find(|m| **m != old)
-        .context("a second member")?
-        .clone();
+    ensure!(str_of(&before, "active_slave") == old, "page shows {} but the kernel {old}", before["active_slave"]);
+    let other = bond.members.iter().find(|m| **m != old).context("a second member")?.clone();
     let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
     match trigger {
         Trigger::Carrier => sh(&format!("ip link set {old}p down"))?,
@@ -92,13 +72,8 @@ fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<See
         Trigger::AdminDown => sh(&format!("ip link set {old} down"))?,
     };
     let seen = waiter.finish()?;
-    let kernel = wait_for("the kernel to switch", Duration::from_secs(10), || {
-        bond.active().filter(|a| *a != old)
-    })?;
-    ensure!(
-        kernel == other,
-        "kernel switched to {kernel}, expected {other}"
-    );
+    let kernel = wait_for("the kernel to switch", Duration::from_secs(10), || bond.active().filter(|a| *a != old))?;
+    ensure!(kernel == other, "kernel switched to {kernel}, expected {other}");
     ensure!(
         str_of(&seen, "active_slave") == kernel,
         "reader saw active {} but the kernel has {kernel}",
@@ -113,30 +88,12 @@ fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<See
     // Settled: no flapping, no double count, roles right.
     std::thread::sleep(Duration::from_millis(300));
     let after = read_page(exabond, dir, BOND)?;
-    ensure!(
-        after["failover_count"].as_u64() == Some(n + 1),
-        "failover_count went on to {}",
-        after["failover_count"]
-    );
-    ensure!(
-        str_of(&after, "active_slave") == kernel,
-        "page moved on to {}",
-        after["active_slave"]
-    );
-    let roles: Vec<(String, String)> = after["slaves"]
-        .as_array()
-        .context("slaves")?
-        .iter()
-        .map(|s| (str_of(s, "name"), str_of(s, "role")))
-        .collect();
-    ensure!(
-        roles.contains(&(kernel.clone(), "active".into())),
-        "slave roles {roles:?}"
-    );
-    ensure!(
-        seen["legacy_word"] != before["legacy_word"],
-        "legacy word unchanged: exasock readers would miss it"
-    );
+    ensure!(after["failover_count"].as_u64() == Some(n + 1), "failover_count went on to {}", after["failover_count"]);
+    ensure!(str_of(&after, "active_slave") == kernel, "page moved on to {}", after["active_slave"]);
+    let roles: Vec<(String, String)> =
+        after["slaves"].as_array().context("slaves")?.iter().map(|s| (str_of(s, "name"), str_of(s, "role"))).collect();
+    ensure!(roles.contains(&(kernel.clone(), "active".into())), "slave roles {roles:?}");
+    ensure!(seen["legacy_word"] != before["legacy_word"], "legacy word unchanged: exasock readers would miss it");
     Ok(Seen {
         from: old,
         to: kernel,
@@ -156,51 +113,28 @@ pub fn run(exabond: &Path, demo: bool) -> ExitCode {
     println!("E2E KERNEL {kernel}");
     let mut s = Suite::default();
     let dir = Path::new(PAGE_DIR);
-    let Some(bond) = s.check("bond0: active-backup, miimon 10, two veth members", || {
-        Bond::create(BOND, 2)
-    }) else {
+    let Some(bond) = s.check("bond0: active-backup, miimon 10, two veth members", || Bond::create(BOND, 2)) else {
         println!("{}", s.summary());
         return ExitCode::FAILURE;
     };
-    let Some(mut agent) = s.check(
-        "agent loads eBPF, manages bond0, publishes its page",
-        || Agent::start(exabond, dir, &[BOND], &[]),
-    ) else {
+    let Some(mut agent) =
+        s.check("agent loads eBPF, manages bond0, publishes its page", || Agent::start(exabond, dir, &[BOND], &[]))
+    else {
         println!("{}", s.summary());
         return ExitCode::FAILURE;
     };
-    s.check(
-        "initial page matches the kernel (active, members, mode 0444, fresh heartbeat)",
-        || {
-            let v = read_page(exabond, dir, BOND)?;
-            let active = bond.active().context("active_slave")?;
-            ensure!(
-                str_of(&v, "active_slave") == active,
-                "page {} kernel {active}",
-                v["active_slave"]
-            );
-            let names: Vec<String> = v["slaves"]
-                .as_array()
-                .context("slaves")?
-                .iter()
-                .map(|x| str_of(x, "name"))
-                .collect();
-            ensure!(names == bond.members, "members {names:?}");
-            ensure!(
-                v["slaves"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|x| x["link"] == "up"),
-                "links {}",
-                v["slaves"]
-            );
-            ensure!(v["stale"] == false && v["legacy_active"] == true, "{v}");
-            let mode = sh(&format!("stat -c %a {PAGE_DIR}/exabond-{BOND}"))?;
-            ensure!(mode == "444", "page mode {mode}");
-            Ok(())
-        },
-    );
+    s.check("initial page matches the kernel (active, members, mode 0444, fresh heartbeat)", || {
+        let v = read_page(exabond, dir, BOND)?;
+        let active = bond.active().context("active_slave")?;
+        ensure!(str_of(&v, "active_slave") == active, "page {} kernel {active}", v["active_slave"]);
+        let names: Vec<String> = v["slaves"].as_array().context("slaves")?.iter().map(|x| str_of(x, "name")).collect();
+        ensure!(names == bond.members, "members {names:?}");
+        ensure!(v["slaves"].as_array().unwrap().iter().all(|x| x["link"] == "up"), "links {}", v["slaves"]);
+        ensure!(v["stale"] == false && v["legacy_active"] == true, "{v}");
+        let mode = sh(&format!("stat -c %a {PAGE_DIR}/exabond-{BOND}"))?;
+        ensure!(mode == "444", "page mode {mode}");
+        Ok(())
+    });
     show(exabond, demo);
 
     let mut seen = Vec::new();
@@ -227,23 +161,12 @@ pub fn run(exabond: &Path, demo: bool) -> ExitCode {
             for m in &bond.members {
                 bond.restore(m)?;
             }
-            wait_for(
-                "the page to show every link up",
-                Duration::from_secs(5),
-                || {
-                    let v = read_page(exabond, dir, BOND).ok()?;
-                    v["slaves"]
-                        .as_array()?
-                        .iter()
-                        .all(|x| x["link"] == "up")
-                        .then_some(())
-                },
-            )?;
+            wait_for("the page to show every link up", Duration::from_secs(5), || {
+                let v = read_page(exabond, dir, BOND).ok()?;
+                v["slaves"].as_array()?.iter().all(|x| x["link"] == "up").then_some(())
+            })?;
             let after = read_page(exabond, dir, BOND)?;
-            ensure!(
-                after["failover_count"] == before["failover_count"],
-                "restoring links counted a failover"
-            );
+            ensure!(after["failover_count"] == before["failover_count"], "restoring links counted a failover");
             Ok(())
         });
     }
@@ -251,44 +174,22 @@ pub fn run(exabond: &Path, demo: bool) -> ExitCode {
     if demo {
         println!("\n>>> all members lose carrier");
     }
-    s.check(
-        "all slaves down: no active slave, legacy ACTIVE bit clear",
-        || {
-            let before = read_page(exabond, dir, BOND)?;
-            let n = before["failover_count"]
-                .as_u64()
-                .context("failover_count")?;
-            let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
-            for m in &bond.members {
-                sh(&format!("ip link set {m}p down"))?;
-            }
-            let v = waiter.finish()?;
-            wait_for(
-                "the kernel to have no active slave",
-                Duration::from_secs(10),
-                || bond.active().filter(String::is_empty),
-            )?;
-            ensure!(
-                v["active_slave"].is_null(),
-                "active_slave {}",
-                v["active_slave"]
-            );
-            ensure!(
-                v["legacy_active"] == false,
-                "legacy word {}",
-                v["legacy_word"]
-            );
-            ensure!(
-                v["slaves"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|x| x["link"] == "down" || x["role"] == "backup"),
-                "{v}"
-            );
-            Ok(())
-        },
-    );
+    s.check("all slaves down: no active slave, legacy ACTIVE bit clear", || {
+        let before = read_page(exabond, dir, BOND)?;
+        let n = before["failover_count"].as_u64().context("failover_count")?;
+        let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
+        for m in &bond.members {
+            sh(&format!("ip link set {m}p down"))?;
+        }
+        let v = waiter.finish()?;
+        wait_for("the kernel to have no active slave", Duration::from_secs(10), || {
+            bond.active().filter(String::is_empty)
+        })?;
+        ensure!(v["active_slave"].is_null(), "active_slave {}", v["active_slave"]);
+        ensure!(v["legacy_active"] == false, "legacy word {}", v["legacy_word"]);
+        ensure!(v["slaves"].as_array().unwrap().iter().all(|x| x["link"] == "down" || x["role"] == "backup"), "{v}");
+        Ok(())
+    });
     show(exabond, demo);
 
     s.check("SIGTERM: agent exits 0, page stays and goes stale", || {
@@ -296,18 +197,12 @@ pub fn run(exabond: &Path, demo: bool) -> ExitCode {
         ensure!(st.success(), "agent exit status {st}\n{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(1300));
         let v = read_page(exabond, dir, BOND)?;
-        ensure!(
-            v["stale"] == true,
-            "page not stale after the agent stopped: {v}"
-        );
+        ensure!(v["stale"] == true, "page not stale after the agent stopped: {v}");
         Ok(())
     });
 
     println!("\nE2E kernel {kernel}: failover latencies (CLOCK_MONOTONIC; TCG-emulated, compare ratios only)");
-    println!(
-        "E2E {:<58} {:>8} {:>14} {:>16}",
-        "failover", "source", "kernel→page", "kernel→reader"
-    );
+    println!("E2E {:<58} {:>8} {:>14} {:>16}", "failover", "source", "kernel→page", "kernel→reader");
     for (t, x) in &seen {
         println!(
             "E2E {:<58} {:>8} {:>14} {:>16}",

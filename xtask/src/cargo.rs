@@ -7,10 +7,7 @@ use anyhow::{bail, Context as _};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
 /// `$CARGO` or `cargo`.
@@ -23,9 +20,7 @@ pub fn cargo() -> Command {
 /// Run a command, echoing it; error if it fails.
 pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", show(cmd));
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot run {}", show(cmd)))?;
+    let st = cmd.status().with_context(|| format!("cannot run {}", show(cmd)))?;
     if !st.success() {
         bail!("`{}` failed ({st})", show(cmd));
     }
@@ -56,11 +51,6 @@ pub fn build_all(release: bool) -> anyhow::Result<Binaries> {
         c.arg("--release");
     }
     run_cmd(&mut c)?;
-    let dir = root()
-        .join("target")
-        .join(if release { "release" } else { "debug" });
-    Ok(Binaries {
-        exabond: dir.join("exabond"),
-        e2e: dir.join("exabond-e2e"),
-    })
+    let dir = root().join("target").join(if release { "release" } else { "debug" });
+    Ok(Binaries { exabond: dir.join("exabond"), e2e: dir.join("exabond-e2e") })
 }

@@ -24,10 +24,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     let bins = build_all(true)?;
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")));
     let mut c = if root {
         Command::new(&bins.exabond)
     } else {

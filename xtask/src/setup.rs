@@ -33,9 +33,7 @@ pub fn cache_dir() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
     base.join("exabond")
 }
 
@@ -45,9 +43,7 @@ pub fn kernels(arg: &str) -> anyhow::Result<Vec<&'static str>> {
         "all" => vec!["bpo", "stable"],
         "bpo" | "6.12" => vec!["bpo"],
         "stable" | "6.1" => vec!["stable"],
-        other => bail!(
-            "unknown kernel {other:?}: use bpo (Debian 6.12 backports), stable (Debian 6.1) or all"
-        ),
+        other => bail!("unknown kernel {other:?}: use bpo (Debian 6.12 backports), stable (Debian 6.1) or all"),
     })
 }
 
@@ -73,27 +69,15 @@ pub fn tools() -> anyhow::Result<()> {
         step("rust-src: present");
     } else {
         step("rust-src: installing (rustup component add rust-src)");
-        run_cmd(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "stable",
-        ]))?;
+        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "stable"]))?;
     }
     bpf_linker(&PathBuf::from(sysroot.trim()))
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {}", crate::cargo::show(cmd)))?;
+    let out = cmd.output().with_context(|| format!("cannot run {}", crate::cargo::show(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            crate::cargo::show(cmd),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("`{}` failed: {}", crate::cargo::show(cmd), String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -131,9 +115,7 @@ fn bpf_linker(sysroot: &std::path::Path) -> anyhow::Result<()> {
     let link = libdir.join("libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(fname, &link)?;
-    step(&format!(
-        "bpf-linker: building {BPF_LINKER_VERSION} against rustc's LLVM {major} (about 2 minutes)"
-    ));
+    step(&format!("bpf-linker: building {BPF_LINKER_VERSION} against rustc's LLVM {major} (about 2 minutes)"));
     run_cmd(
         Command::new("cargo")
             .args([
@@ -183,9 +165,6 @@ fn effective_uid() -> u32 {
 
 /// The VM test bed for `kernels`.
 pub fn testbed(kernels: &[&str]) -> anyhow::Result<()> {
-    step(&format!(
-        "VM test bed: kernels {kernels:?} in {}",
-        cache_dir().display()
-    ));
+    step(&format!("VM test bed: kernels {kernels:?} in {}", cache_dir().display()));
     run_cmd(testbed_cmd().arg("setup").args(kernels))
 }

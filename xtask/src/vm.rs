@@ -97,18 +97,11 @@ pub fn run_script(flavour: &str, dir: &Path, script: &str, quiet: bool) -> anyho
         .spawn()
         .context("cannot start the VM test bed")?;
     let out = child.stdout.take().context("VM stdout")?;
-    let mut run = VmRun {
-        flavour: flavour.into(),
-        kernel: String::new(),
-        rc: 255,
-        counts: None,
-        lines: Vec::new(),
-    };
+    let mut run = VmRun { flavour: flavour.into(), kernel: String::new(), rc: 255, counts: None, lines: Vec::new() };
     for line in BufReader::new(out).lines() {
         let line = line?;
         let line = line.trim_end_matches('\r').to_owned();
-        if !quiet || line.starts_with("E2E") || line.starts_with("e2e:") || line.contains("TESTBED")
-        {
+        if !quiet || line.starts_with("E2E") || line.starts_with("e2e:") || line.contains("TESTBED") {
             println!("[vm {flavour}] {line}");
         }
         if let Some(k) = line.strip_prefix("TESTBED-START ") {
@@ -139,9 +132,7 @@ pub fn e2e(kernel_arg: &str) -> anyhow::Result<Vec<VmRun>> {
     let ks = kernels(kernel_arg)?;
     testbed(&ks)?;
     let dir = stage(&build_all(true)?)?;
-    ks.iter()
-        .map(|k| run_script(k, &dir, "e2e-test.sh", false))
-        .collect()
+    ks.iter().map(|k| run_script(k, &dir, "e2e-test.sh", false)).collect()
 }
 
 /// Run `cargo xtask vm ...`.
@@ -188,18 +179,9 @@ mod tests {
         assert_eq!(parse_counts("9 passed, 0 failed"), Some((9, 0)));
         assert_eq!(parse_counts("3 passed, 2 failed"), Some((3, 2)));
         assert_eq!(parse_counts("garbage"), None);
-        let run = |rc, counts| VmRun {
-            flavour: String::new(),
-            kernel: String::new(),
-            rc,
-            counts,
-            lines: vec![],
-        };
+        let run = |rc, counts| VmRun { flavour: String::new(), kernel: String::new(), rc, counts, lines: vec![] };
         assert!(run(0, Some((9, 0))).ok());
-        assert!(
-            !run(0, Some((0, 0))).ok(),
-            "a run with no test is not a pass"
-        );
+        assert!(!run(0, Some((0, 0))).ok(), "a run with no test is not a pass");
         assert!(!run(0, None).ok(), "no summary (VM died) is not a pass");
         assert!(!run(255, Some((9, 0))).ok());
         assert!(!run(0, Some((8, 1))).ok());

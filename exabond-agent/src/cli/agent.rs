@@ -4,19 +4,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context as _};
-use netlink_packet_route::link::BondMode;
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::bond_view::{self, BondView};
+use crate::enforcement::{Enforcement, Mode};
+use crate::manage::{self, lock, Shared};
+use crate::policy::MemberPolicy;
 use crate::publisher::Publisher;
-use crate::{ebpf_loader, event_loop, ifname, netlink};
+use crate::{control, ebpf_loader, event_loop, ifname, netlink, sysinfo};
 
 /// Arguments of `exabond agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// A bond to manage (repeatable). It must exist and be in active-backup mode.
-    #[arg(long = "bond", value_name = "BOND", required = true)]
+    /// A bond to manage at start (repeatable); more can be added with `exabond manage`. Bonds a previous
+    /// agent managed (recorded in the pinned maps) are re-adopted as well.
+    #[arg(long = "bond", value_name = "BOND")]
     pub bonds: Vec<String>,
     /// Also accept members bound to this driver (repeatable; `exanic` always is). For labs and tests.
     #[arg(long = "member-driver", value_name = "DRIVER")]
@@ -24,20 +26,25 @@ pub struct AgentArgs {
     /// Directory of the pages (`DIR/exabond-<bond>`).
     #[arg(long, value_name = "DIR", default_value = exabond_common::page::DEFAULT_PAGE_DIR)]
     pub page_dir: PathBuf,
+    /// The control socket.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Directory of the kernel's BTF (vmlinux and module BTF).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/sys/kernel/btf",
-        hide = true
-    )]
+    #[arg(long, value_name = "DIR", default_value = "/sys/kernel/btf", hide = true)]
     pub btf_dir: PathBuf,
     /// Poll period in ms instead of MIN(miimon, arp_interval).
     #[arg(long, value_name = "MS")]
     pub poll_ms: Option<u32>,
-    /// Do not load the eBPF programs (netlink and poll only; for tests and kernels without kprobes).
+    /// Do not load the eBPF programs (netlink and poll only, detect-and-revert enforcement).
     #[arg(long)]
     pub no_ebpf: bool,
+    /// Do not attach the BPF LSM vetoes even if the kernel has the BPF LSM (detect-and-revert).
+    #[arg(long)]
+    pub no_lsm: bool,
+    /// On exit, remove the pinned programs and maps: enforcement stops with the agent. Without it the
+    /// vetoes stay in force (pinned under /sys/fs/bpf/exabond) until the next agent takes over.
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -48,102 +55,120 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     for b in &args.bonds {
         ifname::validate(b).with_context(|| format!("--bond {b:?}"))?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(args))
+}
+
+fn enforcement_mode(args: &AgentArgs) -> Mode {
+    if args.no_ebpf || args.no_lsm {
+        return Mode::DetectAndRevert;
+    }
+    match sysinfo::bpf_lsm_active() {
+        Some(true) => Mode::LsmVeto,
+        Some(false) => {
+            tracing::error!(
+                "THE BPF LSM IS NOT ACTIVE (bpf missing from /sys/kernel/security/lsm): forbidden mode changes and \
+                 members cannot be refused in the kernel; falling back to detect-and-revert. Boot with \
+                 lsm=...,bpf to get vetoes."
+            );
+            Mode::DetectAndRevert
+        }
+        None => {
+            tracing::error!(
+                "cannot read /sys/kernel/security/lsm (securityfs not mounted?): falling back to detect-and-revert"
+            );
+            Mode::DetectAndRevert
+        }
+    }
 }
 
 async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     // Subscribe first, so nothing between the initial dump and the listener is missed.
-    let (mconn, mhandle, messages) =
-        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
-            .context("cannot open an rtnetlink socket")?;
+    let (mconn, mhandle, messages) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+        .context("cannot open an rtnetlink socket")?;
     tokio::spawn(mconn);
     drop(mhandle);
-    let (conn, handle, _) =
-        rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
+    let (conn, handle, _) = rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(conn);
 
-    std::fs::create_dir_all(&args.page_dir).with_context(|| {
-        format!(
-            "cannot create the page directory {}",
-            args.page_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&args.page_dir)
+        .with_context(|| format!("cannot create the page directory {}", args.page_dir.display()))?;
 
+    let mut mode = enforcement_mode(args);
     let loaded = if args.no_ebpf {
         tracing::warn!("--no-ebpf: failovers are seen by rtnetlink and the poll only");
         None
     } else {
-        Some(ebpf_loader::load(&args.btf_dir).context("loading the eBPF programs")?)
+        Some(ebpf_loader::load(&args.btf_dir, mode == Mode::LsmVeto).context("loading the eBPF programs")?)
     };
-    // `ebpf` keeps the programs attached; the ring buffer moves to the event thread.
-    let (mut ebpf, mut managed, events) = match loaded {
-        Some(l) => (Some(l.ebpf), Some(l.managed), Some(l.events)),
+    if loaded.as_ref().is_some_and(|l| !l.lsm) {
+        mode = Mode::DetectAndRevert;
+    }
+    tracing::info!(enforcement = mode.as_str(), "enforcement mode");
+    // `ebpf` keeps the kprobes attached; the ring buffer moves to the event thread.
+    let (mut ebpf, maps, events) = match loaded {
+        Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events)),
         None => (None, None, None),
     };
-    let logger = ebpf
-        .as_mut()
-        .and_then(|e| match aya_log::EbpfLogger::init(e) {
-            Ok(lg) => Some(lg),
-            Err(err) => {
-                tracing::debug!("no aya-log records from eBPF: {err}");
-                None
-            }
-        });
-
-    let links = netlink::dump_links(&handle)
-        .await
-        .context("rtnetlink link dump")?;
-    let publisher = Arc::new(Mutex::new(Publisher::new(args.page_dir.clone())));
-    for name in &args.bonds {
-        let view = find_bond(name, &links)?;
-        if let Some(m) = managed.as_mut() {
-            m.insert(view.ifindex, 0, 0)
-                .with_context(|| format!("MANAGED_BONDS insert for {name}"))?;
+    let logger = ebpf.as_mut().and_then(|e| match aya_log::EbpfLogger::init(e) {
+        Ok(lg) => Some(lg),
+        Err(err) => {
+            tracing::debug!("no aya-log records from eBPF: {err}");
+            None
         }
-        publisher
-            .lock()
-            .map_err(|_| anyhow::anyhow!("publisher lock poisoned"))?
-            .manage(&view)
-            .with_context(|| format!("bond {name}"))?;
-    }
-    // A failover between the dump above and the map insert is caught by this refresh.
-    netlink::refresh(
-        &publisher,
-        &handle,
-        exabond_common::page::ChangeSource::Netlink,
-    )
-    .await?;
+    });
 
+    let shared = Arc::new(Shared {
+        publisher: Arc::new(Mutex::new(Publisher::new(args.page_dir.clone()))),
+        enforcement: Arc::new(Mutex::new(Enforcement::new(maps, MemberPolicy::new(&args.member_drivers), mode))),
+        handle: handle.clone(),
+        page_dir: args.page_dir.clone(),
+    });
+
+    let links = netlink::dump_links(&handle).await.context("rtnetlink link dump")?;
+    netlink::sync_verdicts(&shared, &links);
+    // Bonds a previous agent managed (pinned map), then the ones named on the command line.
+    let mut names: Vec<String> = lock(&shared.enforcement)
+        .pinned_managed()
+        .into_iter()
+        .filter_map(|i| links.iter().find(|m| m.header.index == i).and_then(crate::bond_view::name))
+        .collect();
+    if !names.is_empty() {
+        tracing::info!(bonds = ?names, "re-adopting bonds managed by a previous agent");
+    }
+    for b in &args.bonds {
+        if !names.contains(b) {
+            names.push(b.clone());
+        }
+    }
+    for name in &names {
+        let msg = manage::manage_from(&shared, name, &links).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!("{msg}");
+    }
+    lock(&shared.enforcement).drop_stale_guards();
+    // A failover between the dump above and the map inserts is caught by this refresh.
+    netlink::refresh(&shared, exabond_common::page::ChangeSource::Netlink).await?;
+
+    let listener = control::bind(&args.socket).with_context(|| format!("control socket {}", args.socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     let events_thread = match events {
-        Some(ev) => Some(event_loop::spawn(
-            ev,
-            logger,
-            publisher.clone(),
-            stop.clone(),
-        )?),
+        Some(ev) => Some(event_loop::spawn(ev, logger, shared.publisher.clone(), stop.clone())?),
         None => None,
     };
-    tracker.spawn(netlink::listen(
-        publisher.clone(),
-        handle.clone(),
-        messages,
-        cancel.clone(),
-    ));
-    tracker.spawn(netlink::poll(
-        publisher.clone(),
-        handle.clone(),
-        args.poll_ms,
-        cancel.clone(),
-    ));
+    tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
+    tracker.spawn(netlink::poll(shared.clone(), args.poll_ms, cancel.clone()));
+    tracker.spawn(control::serve(listener, args.socket.clone(), shared.clone(), cancel.clone()));
     tracker.close();
-    tracing::info!(bonds = ?args.bonds, page_dir = %args.page_dir.display(), ebpf = ebpf.is_some(), "exabond agent running");
+    tracing::info!(
+        bonds = ?names,
+        page_dir = %args.page_dir.display(),
+        socket = %args.socket.display(),
+        ebpf = ebpf.is_some(),
+        enforcement = mode.as_str(),
+        "exabond agent running"
+    );
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
@@ -153,32 +178,18 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     if let Some(t) = events_thread {
         let _ = t.join();
     }
-    drop(managed);
     drop(ebpf);
-    tracing::info!("stopped; pages stay in place with their heartbeat stopped");
-    Ok(())
-}
-
-fn find_bond(
-    name: &str,
-    links: &[netlink_packet_route::link::LinkMessage],
-) -> anyhow::Result<BondView> {
-    let Some(msg) = links
-        .iter()
-        .find(|m| bond_view::name(m).as_deref() == Some(name))
-    else {
-        bail!("no such interface: {name} (create it first: echo +{name} > /sys/class/net/bonding_masters)");
-    };
-    let Some(view) = BondView::from_links(msg.header.index, links) else {
-        bail!("{name} is not a bond (bonding driver master)");
-    };
-    if view.mode != BondMode::ActiveBackup {
-        bail!(
-            "bond {name} is in mode {:?}, only active-backup is supported (with no slaves: echo active-backup > /sys/class/net/{name}/bonding/mode)",
-            view.mode
+    if args.release {
+        ebpf_loader::release_pins();
+        tracing::info!("--release: pinned programs and maps removed; enforcement ends now");
+    } else if mode == Mode::LsmVeto {
+        tracing::info!(
+            "vetoes stay in force (pinned in {}) until the next agent",
+            exabond_common::policy_maps::PIN_DIR
         );
     }
-    Ok(view)
+    tracing::info!("stopped; pages stay in place with their heartbeat stopped");
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -1,14 +1,30 @@
 //! The command line: one subcommand per file.
 
 pub mod agent;
+pub mod control;
 pub mod read;
+pub mod status;
 
 use clap::{Parser, Subcommand};
+
+/// Exit codes, shown in `exabond --help`.
+const EXIT_CODES: &str = "\
+Control words (root-only socket /run/exabond/control.sock, one line per request):
+  +BOND   place BOND under management        (exabond manage BOND)
+  -BOND   stop managing BOND                  (exabond unmanage BOND)
+  list    the managed bonds, space-separated  (exabond list)
+  status  agent state as JSON                 (exabond status)
+
+Exit codes of manage/unmanage/list:
+  0 ok    1 internal error    2 usage    3 invalid bond name    4 no such interface
+  5 not a bond    6 mode is not active-backup    7 a member is not a SmartNIC port
+  8 a member is a bond (nesting)    9 a member is a VLAN device    10 permission denied (not root)
+  11 no agent running";
 
 /// exabond: publishes which member link of each Linux active-backup bond is active, in a read-only page
 /// (`/dev/exabond-<bond>`) that trading processes map and read without a syscall.
 #[derive(Parser)]
-#[command(name = "exabond", version, about, long_about = None)]
+#[command(name = "exabond", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -18,8 +34,34 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the agent: load the eBPF programs, manage the given bonds and keep their pages up to date.
+    /// Run the agent: load the eBPF programs, manage bonds and keep their pages up to date.
     Agent(agent::AgentArgs),
     /// Print one snapshot of a bond's page (any user; read-only).
     Read(read::ReadArgs),
+    /// Place a bond under management (checks: name, exists, is a bond, active-backup, every member a
+    /// SmartNIC port; an empty bond is fine).
+    Manage {
+        /// The bond.
+        bond: String,
+        /// Socket.
+        #[command(flatten)]
+        ctl: control::ControlArgs,
+    },
+    /// Stop managing a bond: its page is marked retired, then removed.
+    Unmanage {
+        /// The bond.
+        bond: String,
+        /// Socket.
+        #[command(flatten)]
+        ctl: control::ControlArgs,
+    },
+    /// Per managed bond: mode, active slave, members with driver and link, failovers, last change and
+    /// its source, enforcement mode and vetoes counted.
+    Status(status::StatusArgs),
+    /// List the managed bonds.
+    List {
+        /// Socket.
+        #[command(flatten)]
+        ctl: control::ControlArgs,
+    },
 }

@@ -43,11 +43,7 @@ pub fn run(args: &ReadArgs) -> anyhow::Result<()> {
     let mut seen = None;
     if let Some(n) = args.wait_count {
         eprintln!("ready");
-        seen = Some(wait_for_count(
-            &reader,
-            n,
-            Duration::from_millis(args.timeout_ms),
-        )?);
+        seen = Some(wait_for_count(&reader, n, Duration::from_millis(args.timeout_ms))?);
     }
     let (seq, data) = reader.snapshot_with_seq()?;
     let snap = SnapshotJson::new(&data, seq, args.max_age_ms);
@@ -86,10 +82,7 @@ fn wait_for_count(reader: &PageReader, n: u64, timeout: Duration) -> anyhow::Res
         spins = spins.wrapping_add(1);
         if spins % 4096 == 0 {
             if start.elapsed() > timeout {
-                bail!(
-                    "timed out after {} ms waiting for failover count {n}",
-                    timeout.as_millis()
-                );
+                bail!("timed out after {} ms waiting for failover count {n}", timeout.as_millis());
             }
             std::thread::yield_now();
         }

@@ -1,0 +1,272 @@
+//! Keeps the enforcement maps equal to what the policy says: member verdicts for every device on the host,
+//! the managed bonds (by ifindex and name) and their guarded sysfs files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use exabond_common::page::name_buf;
+use exabond_common::policy_maps::{GuardedFile, FILE_MODE, FILE_SLAVES};
+use netlink_packet_route::link::LinkMessage;
+
+use crate::bond_view::{self, BondView};
+use crate::ebpf_loader::EnforcementMaps;
+use crate::policy::{DeviceInfo, MemberPolicy, Verdict};
+use crate::sysinfo;
+
+/// How vetoes are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// BPF LSM programs refuse the operation in the kernel.
+    LsmVeto,
+    /// No BPF LSM: forbidden changes are detected (rtnetlink, poll, mode kprobe) and reverted.
+    DetectAndRevert,
+}
+
+impl Mode {
+    /// Name for logs and status.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LsmVeto => "lsm-veto",
+            Self::DetectAndRevert => "detect-and-revert",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct LinkEntry {
+    name: String,
+    verdict: Verdict,
+}
+
+/// The policy state and the maps that carry it to the kernel.
+pub struct Enforcement {
+    maps: Option<EnforcementMaps>,
+    policy: MemberPolicy,
+    links: BTreeMap<u32, LinkEntry>,
+    managed: BTreeMap<u32, String>,
+    /// How vetoes are enforced.
+    pub mode: Mode,
+}
+
+fn warn_map<E: std::fmt::Display>(what: &str, r: Result<(), E>) {
+    if let Err(e) = r {
+        tracing::error!("enforcement map {what}: {e}");
+    }
+}
+
+impl Enforcement {
+    /// `maps` is `None` with `--no-ebpf`.
+    #[must_use]
+    pub fn new(maps: Option<EnforcementMaps>, policy: MemberPolicy, mode: Mode) -> Self {
+        Self { maps, policy, links: BTreeMap::new(), managed: BTreeMap::new(), mode }
+    }
+
+    /// The member policy.
+    #[must_use]
+    pub const fn policy(&self) -> &MemberPolicy {
+        &self.policy
+    }
+
+    /// Device info for the policy: kind from rtnetlink, driver from ETHTOOL_GDRVINFO.
+    #[must_use]
+    pub fn device_info(name: &str, kind: &str) -> DeviceInfo {
+        DeviceInfo { name: name.to_owned(), kind: kind.to_owned(), driver: sysinfo::driver_of(name) }
+    }
+
+    /// Bonds recorded as managed in the pinned map (from a previous agent), to re-adopt.
+    #[must_use]
+    pub fn pinned_managed(&self) -> Vec<u32> {
+        self.maps.as_ref().map(|m| m.managed.keys().filter_map(Result::ok).collect()).unwrap_or_default()
+    }
+
+    /// Update the verdict of one device from its link message.
+    pub fn sync_link(&mut self, msg: &LinkMessage) {
+        let ifindex = msg.header.index;
+        let Some(name) = bond_view::name(msg) else { return };
+        let kind = bond_view::link_kind(msg);
+        if let Some(old) = self.links.get(&ifindex) {
+            if old.name == name {
+                return; // drivers do not change under a live ifindex
+            }
+            let old_name = old.name.clone();
+            if let Some(m) = self.maps.as_mut() {
+                let _ = m.verdict_by_name.remove(&name_buf(&old_name));
+            }
+        }
+        let verdict = self.policy.verdict(&Self::device_info(&name, &kind));
+        if let Some(m) = self.maps.as_mut() {
+            warn_map("verdict_by_ifindex", m.verdict_by_ifindex.insert(ifindex, verdict.errno(), 0));
+            warn_map("verdict_by_name", m.verdict_by_name.insert(name_buf(&name), verdict.errno(), 0));
+        }
+        tracing::debug!(ifindex, name, ?verdict, "member verdict");
+        self.links.insert(ifindex, LinkEntry { name, verdict });
+    }
+
+    /// A device disappeared.
+    pub fn remove_link(&mut self, ifindex: u32) {
+        if let Some(e) = self.links.remove(&ifindex) {
+            if let Some(m) = self.maps.as_mut() {
+                let _ = m.verdict_by_ifindex.remove(&ifindex);
+                let _ = m.verdict_by_name.remove(&name_buf(&e.name));
+            }
+        }
+    }
+
+    /// Resynchronise every verdict with a full link dump (start-up; drops entries of vanished devices).
+    pub fn sync_all(&mut self, links: &[LinkMessage]) {
+        let present: BTreeSet<u32> = links.iter().map(|l| l.header.index).collect();
+        for l in links {
+            self.sync_link(l);
+        }
+        let gone: Vec<u32> = self.links.keys().filter(|i| !present.contains(i)).copied().collect();
+        for i in gone {
+            self.remove_link(i);
+        }
+        // Entries pinned by a previous agent for devices that no longer exist.
+        if let Some(m) = self.maps.as_mut() {
+            let stale: Vec<u32> =
+                m.verdict_by_ifindex.keys().filter_map(Result::ok).filter(|i| !present.contains(i)).collect();
+            for i in stale {
+                let _ = m.verdict_by_ifindex.remove(&i);
+            }
+            let names: BTreeSet<[u8; 16]> = self.links.values().map(|e| name_buf(&e.name)).collect();
+            let stale: Vec<[u8; 16]> =
+                m.verdict_by_name.keys().filter_map(Result::ok).filter(|n| !names.contains(n)).collect();
+            for n in stale {
+                let _ = m.verdict_by_name.remove(&n);
+            }
+        }
+    }
+
+    /// The verdict of a device, if known.
+    #[must_use]
+    pub fn verdict(&self, ifindex: u32) -> Option<&Verdict> {
+        self.links.get(&ifindex).map(|e| &e.verdict)
+    }
+
+    /// Guard a bond: managed maps and its sysfs `mode`/`slaves` files.
+    ///
+    /// # Errors
+    /// If a sysfs file cannot be stat'ed or a map cannot be written.
+    pub fn manage(&mut self, view: &BondView) -> anyhow::Result<()> {
+        if let Some(m) = self.maps.as_mut() {
+            let sys = Path::new("/sys/class/net").join(&view.name).join("bonding");
+            let mut files = Vec::new();
+            for (file, kind) in [("mode", FILE_MODE), ("slaves", FILE_SLAVES)] {
+                let ino = sysinfo::inode_of(&sys.join(file))
+                    .map_err(|e| anyhow::anyhow!("stat {}/{file}: {e}", sys.display()))?;
+                files.push((ino, GuardedFile { kind, bond_ifindex: view.ifindex }));
+            }
+            for (ino, g) in files {
+                m.guarded.insert(ino, g, 0)?;
+            }
+            m.managed_by_name.insert(name_buf(&view.name), view.ifindex, 0)?;
+            m.managed.insert(view.ifindex, 0, 0)?;
+        }
+        self.managed.insert(view.ifindex, view.name.clone());
+        Ok(())
+    }
+
+    /// Stop guarding a bond (unmanaged or deleted).
+    pub fn unmanage(&mut self, ifindex: u32) {
+        let name = self.managed.remove(&ifindex);
+        if let Some(m) = self.maps.as_mut() {
+            let _ = m.managed.remove(&ifindex);
+            if let Some(n) = &name {
+                let _ = m.managed_by_name.remove(&name_buf(n));
+            }
+            let inos: Vec<u64> = m
+                .guarded
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, g)| g.bond_ifindex == ifindex)
+                .map(|(i, _)| i)
+                .collect();
+            for i in inos {
+                let _ = m.guarded.remove(&i);
+            }
+        }
+    }
+
+    /// A managed bond was renamed: the ioctl name map follows it.
+    pub fn rename_bond(&mut self, ifindex: u32, new: &str) {
+        if let Some(old) = self.managed.insert(ifindex, new.to_owned()) {
+            if let Some(m) = self.maps.as_mut() {
+                let _ = m.managed_by_name.remove(&name_buf(&old));
+                warn_map("managed_by_name", m.managed_by_name.insert(name_buf(new), ifindex, 0));
+            }
+        }
+    }
+
+    /// Drop guards pinned by a previous agent for bonds that are not managed now.
+    pub fn drop_stale_guards(&mut self) {
+        let keep: BTreeSet<u32> = self.managed.keys().copied().collect();
+        if let Some(m) = self.maps.as_mut() {
+            let stale: Vec<u32> = m.managed.keys().filter_map(Result::ok).filter(|i| !keep.contains(i)).collect();
+            for i in stale {
+                let _ = m.managed.remove(&i);
+            }
+            let stale: Vec<u64> = m
+                .guarded
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, g)| !keep.contains(&g.bond_ifindex))
+                .map(|(i, _)| i)
+                .collect();
+            for i in stale {
+                let _ = m.guarded.remove(&i);
+            }
+            let stale: Vec<[u8; 16]> = m
+                .managed_by_name
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, i)| !keep.contains(i))
+                .map(|(n, _)| n)
+                .collect();
+            for n in stale {
+                let _ = m.managed_by_name.remove(&n);
+            }
+        }
+    }
+
+    /// Detect-and-revert: for a managed bond without the LSM veto, restore the mode and release refused
+    /// members. Returns what was done, for the log.
+    pub fn revert(&self, view: &BondView) -> Vec<String> {
+        let mut done = Vec::new();
+        if self.mode != Mode::DetectAndRevert || !self.managed.contains_key(&view.ifindex) {
+            return done;
+        }
+        let sys = Path::new("/sys/class/net").join(&view.name).join("bonding");
+        for s in &view.slaves {
+            let refused = match self.verdict(s.ifindex) {
+                Some(Verdict::Allowed) => false,
+                Some(_) => true,
+                None => self.policy.verdict(&Self::device_info(&s.name, &s.kind)) != Verdict::Allowed,
+            };
+            if refused {
+                let r = std::fs::write(sys.join("slaves"), format!("-{}", s.name));
+                done.push(format!(
+                    "released refused member {} ({})",
+                    s.name,
+                    r.map_or_else(|e| e.to_string(), |()| "ok".into())
+                ));
+            }
+        }
+        if view.mode != netlink_packet_route::link::BondMode::ActiveBackup {
+            let r = std::fs::write(sys.join("mode"), "active-backup");
+            done.push(format!(
+                "restored mode active-backup (was {}): {}",
+                crate::policy::mode_name(view.mode),
+                r.map_or_else(|e| e.to_string(), |()| "ok".into())
+            ));
+        }
+        done
+    }
+
+    /// Whether a device may be published as the active slave.
+    #[must_use]
+    pub fn publishable(&self, ifindex: u32) -> bool {
+        !matches!(self.verdict(ifindex), Some(v) if *v != Verdict::Allowed)
+    }
+}
