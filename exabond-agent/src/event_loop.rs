@@ -54,7 +54,7 @@ pub fn spawn(
                         bond_ifindex = m.bond_ifindex,
                         mode = m.mode,
                         pid = m.header.tgid,
-                        comm = cstr(&m.header.comm),
+                        comm = %cstr(&m.header.comm),
                         "bonding mode of a managed bond is being changed"
                     ),
                     Err(e) => tracing::error!("eBPF event: {e}"),
@@ -85,7 +85,7 @@ fn log_veto(v: &exabond_common::event::VetoEvent) {
         detail = %detail,
         errno = v.errno,
         pid = v.header.tgid,
-        comm = cstr(&v.header.comm),
+        comm = %cstr(&v.header.comm),
         "VETO: refused an operation on a managed bond"
     );
 }

@@ -6,7 +6,20 @@
 
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::page::{PageData, DATA_OFFSET, DATA_WORDS, LEGACY_WORD_OFFSET, PAGE_SIZE, SEQ_OFFSET};
+use crate::page::{
+    PageData, SlaveRecord, DATA_OFFSET, DATA_WORDS, LEGACY_WORD_OFFSET, MAX_SLAVES, PAGE_SIZE, SEQ_OFFSET,
+};
+
+/// Words before the slave table.
+const HEAD_WORDS: usize = core::mem::offset_of!(PageData, slaves) / 8;
+/// Word holding `slave_count` (its upper half on little-endian).
+const SLAVE_COUNT_WORD: usize = core::mem::offset_of!(PageData, slave_count) / 8;
+/// Words per slave record.
+const SLAVE_WORDS: usize = core::mem::size_of::<SlaveRecord>() / 8;
+const _: () = assert!(core::mem::offset_of!(PageData, slaves) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PageData, slave_count) % 8 == 4);
+const _: () = assert!(core::mem::size_of::<SlaveRecord>() % 8 == 0);
+const _: () = assert!(HEAD_WORDS + MAX_SLAVES * SLAVE_WORDS == DATA_WORDS);
 
 /// Atomic views over one mapped page. Holds a raw pointer; the owner keeps the mapping alive.
 #[derive(Clone, Copy)]
@@ -50,9 +63,18 @@ impl RawPage {
         if s1 & 1 != 0 {
             return None;
         }
+        // Copy the fixed part, then only the listed slave records (unused slots are all-zero on the page
+        // and stay zero in `buf`): a 2-member bond copies 27 words instead of 63.
         let mut buf = [0u64; DATA_WORDS];
-        for (dst, src) in buf.iter_mut().zip(self.words()) {
-            *dst = src.load(Ordering::Relaxed);
+        let words = self.words();
+        for i in 0..HEAD_WORDS {
+            buf[i] = words[i].load(Ordering::Relaxed);
+        }
+        let w = buf[SLAVE_COUNT_WORD];
+        let count = if cfg!(target_endian = "little") { (w >> 32) as usize } else { (w & 0xffff_ffff) as usize };
+        let end = HEAD_WORDS + count.min(MAX_SLAVES) * SLAVE_WORDS;
+        for i in HEAD_WORDS..end {
+            buf[i] = words[i].load(Ordering::Relaxed);
         }
         fence(Ordering::Acquire);
         let s2 = self.seq().load(Ordering::Relaxed);

@@ -113,7 +113,9 @@ pub struct Agent {
 impl Agent {
     /// Start `exabond agent` and wait until every bond's page is there with a fresh heartbeat.
     pub fn start(exabond: &Path, page_dir: &Path, bonds: &[&str], extra: &[&str]) -> anyhow::Result<Self> {
-        let log = PathBuf::from(format!("/tmp/exabond-agent-{}.log", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = PathBuf::from(format!("/tmp/exabond-agent-{}-{n}.log", std::process::id()));
         let logf = std::fs::File::create(&log)?;
         let mut cmd = Command::new(exabond);
         cmd.arg("agent").arg("--page-dir").arg(page_dir).args(["--member-driver", "veth"]);
@@ -128,7 +130,11 @@ impl Agent {
                 if let Ok(Some(st)) = agent.child.try_wait() {
                     return Some(Err(anyhow::anyhow!("agent exited early ({st})")));
                 }
-                read_page(exabond, page_dir, b).ok().filter(|v| v["stale"] == false).map(Ok)
+                let pid = u64::from(agent.child.id());
+                read_page(exabond, page_dir, b)
+                    .ok()
+                    .filter(|v| v["stale"] == false && v["agent_pid"].as_u64() == Some(pid))
+                    .map(Ok)
             });
             if let Err(e) = r.and_then(|x| x) {
                 bail!("{e:#}\n--- agent log ---\n{}", agent.log_text());
@@ -199,5 +205,62 @@ impl Waiter {
             bail!("reader failed ({})", out.status);
         }
         Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+/// Run `exabond <args>`: (exit code, stdout, stderr).
+pub fn cli(exabond: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = Command::new(exabond).args(args).output().with_context(|| format!("spawn exabond {args:?}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    ))
+}
+
+/// Run a shell command: (success, combined stderr+stdout).
+pub fn sh_try(cmd: &str) -> (bool, String) {
+    match Command::new("sh").arg("-c").arg(cmd).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout)),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The bonding mode of `bond` as sysfs shows it (e.g. `active-backup 1`).
+pub fn bond_mode(bond: &str) -> String {
+    read_sysfs(&format!("/sys/class/net/{bond}/bonding/mode")).unwrap_or_default()
+}
+
+/// The members of `bond` (sysfs `slaves`).
+pub fn bond_slaves(bond: &str) -> Vec<String> {
+    read_sysfs(&format!("/sys/class/net/{bond}/bonding/slaves"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Create an empty bond in `mode` (down), miimon 10.
+pub fn empty_bond(name: &str, mode: &str) -> anyhow::Result<()> {
+    let _ = sh("modprobe bonding max_bonds=0");
+    write_sysfs("/sys/class/net/bonding_masters", &format!("+{name}"))?;
+    write_sysfs(&format!("/sys/class/net/{name}/bonding/mode"), mode)?;
+    write_sysfs(&format!("/sys/class/net/{name}/bonding/miimon"), "10")
+}
+
+impl Agent {
+    /// Whether the agent process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL it (no clean-up at all).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        sh(&format!("kill -KILL {}", self.child.id()))?;
+        wait_for("the agent to die", Duration::from_secs(10), || self.child.try_wait().ok().flatten())?;
+        Ok(())
     }
 }

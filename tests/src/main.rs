@@ -1,11 +1,14 @@
 //! exabond's real-kernel end-to-end suite and demo. Runs as root inside the VM test bed:
 //!
 //! `exabond-e2e test [--exabond PATH]` runs the suite and ends with `e2e: N passed, M failed`;
-//! `exabond-e2e demo [--exabond PATH]` narrates the same scenario for a person.
+//! `exabond-e2e test-nolsm` runs the detect-and-revert suite (kernel booted without the BPF LSM);
+//! `exabond-e2e demo [--exabond PATH]` narrates the failover scenario for a person.
 
+mod enforce;
 mod lab;
 mod scenario;
 mod suite;
+mod syscalls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,12 +33,25 @@ fn main() -> ExitCode {
         eprintln!("exabond-e2e: no bonding driver here: run it in the VM test bed (cargo xtask test)");
         return ExitCode::FAILURE;
     }
+    let kernel = lab::sh("uname -r").unwrap_or_default();
+    println!("E2E KERNEL {kernel}");
+    let mut s = suite::Suite::default();
     match mode.as_str() {
-        "test" => scenario::run(&exabond, false),
-        "demo" => scenario::run(&exabond, true),
-        _ => {
-            eprintln!("usage: exabond-e2e test|demo [--exabond PATH]");
-            ExitCode::from(2)
+        "test" => {
+            scenario::run(&exabond, false, &mut s);
+            enforce::run(&exabond, &mut s);
         }
+        "test-nolsm" => enforce::run_nolsm(&exabond, &mut s),
+        "demo" => scenario::run(&exabond, true, &mut s),
+        _ => {
+            eprintln!("usage: exabond-e2e test|test-nolsm|demo [--exabond PATH]");
+            return ExitCode::from(2);
+        }
+    }
+    println!("{}", s.summary());
+    if s.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

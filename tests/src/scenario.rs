@@ -2,7 +2,6 @@
 //! down", each seen by a separate reader process through the page; then a clean SIGTERM.
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
@@ -108,20 +107,16 @@ fn fmt_us(v: Option<f64>) -> String {
 }
 
 /// Run the scenario; `demo` narrates and shows the page after each step.
-pub fn run(exabond: &Path, demo: bool) -> ExitCode {
+pub fn run(exabond: &Path, demo: bool, s: &mut Suite) {
     let kernel = sh("uname -r").unwrap_or_default();
-    println!("E2E KERNEL {kernel}");
-    let mut s = Suite::default();
     let dir = Path::new(PAGE_DIR);
     let Some(bond) = s.check("bond0: active-backup, miimon 10, two veth members", || Bond::create(BOND, 2)) else {
-        println!("{}", s.summary());
-        return ExitCode::FAILURE;
+        return;
     };
     let Some(mut agent) =
         s.check("agent loads eBPF, manages bond0, publishes its page", || Agent::start(exabond, dir, &[BOND], &[]))
     else {
-        println!("{}", s.summary());
-        return ExitCode::FAILURE;
+        return;
     };
     s.check("initial page matches the kernel (active, members, mode 0444, fresh heartbeat)", || {
         let v = read_page(exabond, dir, BOND)?;
@@ -214,11 +209,5 @@ pub fn run(exabond: &Path, demo: bool) -> ExitCode {
     }
     if !s.ok() {
         println!("--- agent log ---\n{}", agent.log_text());
-    }
-    println!("{}", s.summary());
-    if s.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -25,7 +25,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "Booting Debian {} under qemu; inside: bond0 (active-backup, 2 veth), the exabond agent, reader processes.",
         ks[0]
     );
-    let r = run_script(ks[0], &dir, "e2e-demo.sh", false)?;
+    let r = run_script(ks[0], "", &dir, "e2e-demo.sh", false)?;
     if !r.ok() {
         bail!("the demo did not complete (exit {})", r.rc);
     }

@@ -76,7 +76,7 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
         let _ = std::fs::remove_file(&dst);
         std::fs::copy(src, &dst).with_context(|| format!("staging {}", src.display()))?;
     }
-    for (name, mode) in [("e2e-test.sh", "test"), ("e2e-demo.sh", "demo")] {
+    for (name, mode) in [("e2e-test.sh", "test"), ("e2e-nolsm.sh", "test-nolsm"), ("e2e-demo.sh", "demo")] {
         std::fs::write(
             dir.join(name),
             format!("#!/bin/sh\n# Written by cargo xtask; runs in the guest.\ncd \"$(dirname \"$0\")\"\nexec ./exabond-e2e {mode} --exabond \"$PWD/exabond\"\n"),
@@ -85,9 +85,15 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Boot `flavour`, run `script` (relative to `dir`), echo the console with a prefix, collect the result.
-pub fn run_script(flavour: &str, dir: &Path, script: &str, quiet: bool) -> anyhow::Result<VmRun> {
+/// Kernel command line of the boots without the BPF LSM (Debian's list minus `bpf`).
+pub const NO_BPF_LSM: &str = "lsm=lockdown,capability,landlock,yama,apparmor";
+
+/// Boot `flavour` (with extra kernel command line `append`), run `script` (relative to `dir`), echo the
+/// console with a prefix, collect the result.
+pub fn run_script(flavour: &str, append: &str, dir: &Path, script: &str, quiet: bool) -> anyhow::Result<VmRun> {
+    let label = if append.is_empty() { flavour.to_owned() } else { format!("{flavour}-nolsm") };
     let mut child = testbed_cmd()
+        .env("TB_APPEND", append)
         .args(["run", flavour])
         .arg(dir)
         .arg(script)
@@ -97,6 +103,7 @@ pub fn run_script(flavour: &str, dir: &Path, script: &str, quiet: bool) -> anyho
         .spawn()
         .context("cannot start the VM test bed")?;
     let out = child.stdout.take().context("VM stdout")?;
+    let flavour = label.as_str();
     let mut run = VmRun { flavour: flavour.into(), kernel: String::new(), rc: 255, counts: None, lines: Vec::new() };
     for line in BufReader::new(out).lines() {
         let line = line?;
@@ -132,7 +139,12 @@ pub fn e2e(kernel_arg: &str) -> anyhow::Result<Vec<VmRun>> {
     let ks = kernels(kernel_arg)?;
     testbed(&ks)?;
     let dir = stage(&build_all(true)?)?;
-    ks.iter().map(|k| run_script(k, &dir, "e2e-test.sh", false)).collect()
+    let mut runs = Vec::new();
+    for k in &ks {
+        runs.push(run_script(k, "", &dir, "e2e-test.sh", false)?);
+        runs.push(run_script(k, NO_BPF_LSM, &dir, "e2e-nolsm.sh", false)?);
+    }
+    Ok(runs)
 }
 
 /// Run `cargo xtask vm ...`.
@@ -151,7 +163,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
             let ks = kernels(kernel)?;
             testbed(&ks)?;
             let dir = stage(&build_all(true)?)?;
-            let r = run_script(ks[0], &dir, &script.to_string_lossy(), false)?;
+            let r = run_script(ks[0], "", &dir, &script.to_string_lossy(), false)?;
             if r.rc != 0 {
                 bail!("script exited {} in the VM", r.rc);
             }

@@ -83,6 +83,8 @@ fn enforcement_mode(args: &AgentArgs) -> Mode {
 }
 
 async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM during start-up is a clean stop too.
+    let signals = Signals::new()?;
     // Subscribe first, so nothing between the initial dump and the listener is missed.
     let (mconn, mhandle, messages) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
         .context("cannot open an rtnetlink socket")?;
@@ -170,7 +172,7 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
         "exabond agent running"
     );
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     cancel.cancel();
     stop.store(true, Ordering::Relaxed);
@@ -192,13 +194,22 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
