@@ -9,9 +9,9 @@
 #   2. echo +BOND > /sys/class/net/bonding_masters
 #   3. echo active-backup > .../bonding/mode    (only while the bond is down and has no members)
 #   4. echo MIIMON > .../bonding/miimon         (link monitoring; 0 would leave failovers to ARP monitoring)
-#   5. management by exabond: `exabond manage BOND` when this exabond has that command, else the agent line
-#      to (re)start. It comes before the members so that, with live management, every member that joins
-#      is checked by the agent's policy (SmartNIC ports, or the agent's --member-driver drivers).
+#   5. exabond manage BOND               (asks the running agent over its root-only control socket). It comes
+#      before the members so that every member that joins is checked by the agent's policy in the kernel
+#      (SmartNIC ports, or the drivers of the agent's member_drivers / --member-driver).
 #   6. each member: ip link set dev M down; echo +M > .../bonding/slaves   (the bonding driver wants members
 #      down; it brings them up itself)
 #   7. echo PRIMARY > .../bonding/primary       (after the members: the name then names an actual member)
@@ -217,39 +217,23 @@ sysfs_write active-backup "$SYSFS_NET/$BOND/bonding/mode" "the mode can only cha
 sysfs_write "$MIIMON" "$SYSFS_NET/$BOND/bonding/miimon" "miimon is a number of milliseconds"
 
 # --- 5: management by exabond -------------------------------------------------------------------------------
-# Members that are not SmartNIC ports need the agent's --member-driver (labs: veth, virtio_net...).
-member_driver_args=""
-declare -A dseen=()
+# The bond is empty and in active-backup mode, so it passes the agent's checks. From here on the agent's BPF
+# LSM refuses (ENODEV) members that are not SmartNIC ports, unless their driver is in the agent's
+# member_drivers (config file) or --member-driver list (labs: veth, virtio_net...).
 for m in "${MEMBERS[@]}"; do
     [[ -n ${driver[$m]:-} ]] || continue # missing member, already reported
     d=${driver[$m]}
     if [[ $d == unknown ]]; then
-        warn "cannot tell the driver of member $m (install ethtool): exabond accepts only exanic ports and --member-driver drivers"
+        warn "cannot tell the driver of member $m (install ethtool): exabond accepts only exanic ports and the drivers of its member_drivers"
     elif [[ $d != exanic ]]; then
-        warn "member $m uses driver '$d', not exanic: exabond accepts it only with --member-driver $d"
-        if [[ -z ${dseen[$d]:-} ]]; then
-            member_driver_args+=" --member-driver $d"
-            dseen[$d]=1
-        fi
+        warn "member $m uses driver '$d', not exanic: the agent refuses it unless '$d' is in its member_drivers (/etc/exabond/exabond.toml) or given with --member-driver $d"
     fi
 done
 if ! command -v "$EXABOND" >/dev/null 2>&1; then
-    warn "exabond not found ($EXABOND): install it in /usr/local/bin or set EXABOND=/path/to/exabond"
-    manage=0
-elif "$EXABOND" manage --help >/dev/null 2>&1; then
-    manage=1
-else
-    manage=0
+    problem "exabond not found ($EXABOND): install it in /usr/local/bin or set EXABOND=/path/to/exabond"
 fi
-if ((manage)); then
-    run "is the agent running (systemctl status exabond)?" "$EXABOND" manage "$BOND"
-else
-    info "this exabond has no 'manage' command: $BOND is put under management by (re)starting the agent with it:"
-    printf '    %s agent --bond %s%s   # plus a --bond for every bond it already manages\n' \
-        "$EXABOND" "$BOND" "$member_driver_args" >&2
-    printf '  or, with deploy/systemd/exabond.service: add "--bond %s%s" to EXABOND_ARGS in /etc/default/exabond,\n  then: systemctl restart exabond\n' \
-        "$BOND" "$member_driver_args" >&2
-fi
+run "is the agent running (systemctl status exabond; $EXABOND status)? exit code 11 means no agent, 10 not root" \
+    "$EXABOND" manage "$BOND"
 
 # --- 6-9: members, primary, address, up ---------------------------------------------------------------------
 for m in "${MEMBERS[@]}"; do
@@ -268,5 +252,5 @@ run "" ip link set dev "$BOND" up
 if ((DRY)); then
     info "dry run: nothing was changed"
 else
-    info "$BOND is up (active-backup, miimon $MIIMON). Check: cat /proc/net/bonding/$BOND; $EXABOND read $BOND"
+    info "$BOND is up (active-backup, miimon $MIIMON) and managed by exabond. Check: $EXABOND status; $EXABOND watch; cat /proc/net/bonding/$BOND"
 fi

@@ -6,9 +6,16 @@
 //! | `-BOND` | stop managing BOND | `ok <message>` |
 //! | `list` (or an empty line) | — | `ok <bond> <bond> ...` |
 //! | `status` | — | `ok <JSON object>`: enforcement mode, member drivers, per-bond veto counts |
+//! | `pitfalls` | — | `ok <JSON array>`: the current MAC pitfalls (`bond`, `mac`, `donor`, ...) |
+//! | `watch` | subscribe to the agent's events | `ok watching`, then one JSON line per event (see below) |
 //!
 //! `<code>` is the CLI exit code of the refusal (see `exabond --help`). Peers other than uid 0 get
 //! `err 10 permission denied`.
+//!
+//! `watch` keeps the connection: each event is one line, the `AgentEvent` serialisation (veto lines also get
+//! the bond's name as `bond`); a client too slow for the agent's event bus gets `{"event":"lagged","missed":N}`
+//! instead of the N events it missed; when the agent stops, a last `{"event":"shutdown"}` line and the
+//! connection closes. The stream ends when the client closes its side.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +24,9 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::manage::{self, Shared};
+use crate::agent_events::AgentEvent;
+use crate::mac_pitfall::Tracker;
+use crate::manage::{self, lock, Shared};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/exabond/control.sock";
@@ -42,8 +51,21 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serve requests until cancelled.
-pub async fn serve(listener: UnixListener, path: PathBuf, shared: Arc<Shared>, cancel: CancellationToken) {
+/// The last line of a `watch` stream when the agent stops.
+pub const SHUTDOWN_LINE: &str = r#"{"event":"shutdown"}"#;
+/// How long the agent waits, when it stops, for open connections (watchers get their shutdown line).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serve requests until cancelled, then give open connections [`DRAIN`] to finish (watchers are told the
+/// agent stops).
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    pitfalls: Arc<Tracker>,
+    cancel: CancellationToken,
+) {
+    let conns = tokio_util::task::TaskTracker::new();
     loop {
         let conn = tokio::select! {
             () = cancel.cancelled() => break,
@@ -51,9 +73,9 @@ pub async fn serve(listener: UnixListener, path: PathBuf, shared: Arc<Shared>, c
         };
         match conn {
             Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &shared).await {
+                let (shared, pitfalls, cancel) = (shared.clone(), pitfalls.clone(), cancel.clone());
+                conns.spawn(async move {
+                    if let Err(e) = handle(stream, &shared, &pitfalls, &cancel).await {
                         tracing::warn!("control connection: {e}");
                     }
                 });
@@ -62,9 +84,18 @@ pub async fn serve(listener: UnixListener, path: PathBuf, shared: Arc<Shared>, c
         }
     }
     let _ = std::fs::remove_file(path);
+    conns.close();
+    if tokio::time::timeout(DRAIN, conns.wait()).await.is_err() {
+        tracing::warn!("control connections still open after {DRAIN:?}; closing them");
+    }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    shared: &Shared,
+    pitfalls: &Tracker,
+    cancel: &CancellationToken,
+) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let (r, mut w) = stream.into_split();
     if cred.uid() != 0 {
@@ -76,13 +107,81 @@ async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
         return Ok(());
     }
     let mut line = String::new();
-    BufReader::new(r).take(256).read_line(&mut line).await?;
-    let reply = answer(line.trim(), shared).await;
+    let mut r = BufReader::new(r);
+    (&mut r).take(256).read_line(&mut line).await?;
+    if line.trim() == "watch" {
+        return watch(r, w, shared, cancel).await;
+    }
+    let reply =
+        if line.trim() == "pitfalls" { format!("ok {}", pitfalls.json()) } else { answer(line.trim(), shared).await };
     w.write_all(reply.as_bytes()).await?;
     w.write_all(b"\n").await
 }
 
 use tokio::io::AsyncReadExt as _;
+
+/// One event as a `watch` line (without the newline): the `AgentEvent` serialisation, fields in their
+/// declared order; a veto also gets the bond's name (`bond`) after its tag.
+fn event_line(ev: &AgentEvent, shared: &Shared) -> String {
+    let line = serde_json::to_string(ev).unwrap_or_default();
+    if let AgentEvent::Veto { bond_ifindex, .. } = ev {
+        let p = lock(&shared.publisher);
+        if let Some(name) = p.names().into_iter().find(|n| p.ifindex_of(n) == Some(*bond_ifindex)) {
+            const TAG: &str = r#"{"event":"veto","#;
+            if let Some(rest) = line.strip_prefix(TAG) {
+                return format!("{TAG}\"bond\":{},{rest}", serde_json::Value::String(name));
+            }
+        }
+    }
+    line
+}
+
+/// Stream events to a `watch` client until it disconnects or the agent stops.
+async fn watch(
+    mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    // Subscribed before the reply: every event after the client has read `ok` reaches it.
+    let mut rx = lock(&shared.publisher).subscribe();
+    w.write_all(b"ok watching\n").await?;
+    tracing::debug!("control: a watcher connected");
+    let mut scratch = [0u8; 64];
+    loop {
+        let line = tokio::select! {
+            biased;
+            () = cancel.cancelled() => SHUTDOWN_LINE.to_owned(),
+            n = r.read(&mut scratch) => match n {
+                Ok(0) | Err(_) => return Ok(()), // the client went away
+                Ok(_) => continue,               // nothing to say after `watch`: ignored
+            },
+            ev = rx.recv() => match ev {
+                Ok(ev) => event_line(&ev, shared),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "control: a watcher is too slow; it missed {n} events");
+                    format!(r#"{{"event":"lagged","missed":{n}}}"#)
+                }
+                Err(RecvError::Closed) => SHUTDOWN_LINE.to_owned(),
+            },
+        };
+        let stop = line == SHUTDOWN_LINE;
+        let write = async {
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\n").await
+        };
+        tokio::select! {
+            biased;
+            r = write => r?,
+            // A client that does not read must not hold the agent up when it stops.
+            () = cancel.cancelled(), if !stop => return Ok(()),
+        }
+        if stop {
+            return w.shutdown().await;
+        }
+    }
+}
 
 async fn answer(req: &str, shared: &Shared) -> String {
     let result = if let Some(name) = req.strip_prefix('+') {
@@ -98,7 +197,7 @@ async fn answer(req: &str, shared: &Shared) -> String {
     } else if req == "status" {
         Ok(manage::status(shared, &shared.page_dir))
     } else {
-        return format!("err {EXIT_USAGE} unknown request {req:?}: use +BOND, -BOND or list");
+        return format!("err {EXIT_USAGE} unknown request {req:?}: use +BOND, -BOND, list, status, pitfalls or watch");
     };
     match result {
         Ok(m) => format!("ok {m}"),
@@ -170,6 +269,86 @@ mod tests {
         assert_eq!(parse_reply("ok\n"), Reply::Ok(String::new()));
         assert_eq!(parse_reply("err 7 bond0: member v0 ...\n"), Reply::Err(7, "bond0: member v0 ...".into()));
         assert!(matches!(parse_reply("garbage"), Reply::Err(1, _)));
+    }
+
+    /// The server side of `watch` against the client's relay, over a real socket: events in order, a
+    /// `lagged` line for a client that fell behind, the shutdown line when the agent stops; and `pitfalls`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_streams_lags_and_ends() {
+        use std::io::{BufRead as _, Write as _};
+        use std::sync::Mutex;
+
+        use crate::agent_events::AgentEvent;
+        use crate::enforcement::{Enforcement, Mode};
+        use crate::policy::MemberPolicy;
+        use crate::publisher::Publisher;
+
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: the control socket answers root only");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("exabond-ctl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+        tokio::spawn(conn);
+        let shared = Arc::new(Shared {
+            publisher: Arc::new(Mutex::new(Publisher::new(dir.clone()))),
+            enforcement: Arc::new(Mutex::new(Enforcement::new(None, MemberPolicy::new(&[]), Mode::DetectAndRevert))),
+            handle,
+            page_dir: dir.clone(),
+        });
+        let cancel = CancellationToken::new();
+        let server =
+            tokio::spawn(serve(bind(&path).unwrap(), path.clone(), shared.clone(), Arc::default(), cancel.clone()));
+
+        let p = path.clone();
+        let reply = tokio::task::spawn_blocking(move || request(&p, "pitfalls")).await.unwrap();
+        assert_eq!(reply, Ok(Reply::Ok("[]".into())));
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let p = path.clone();
+        let client = tokio::task::spawn_blocking(move || {
+            let s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            (&s).write_all(b"watch\n").unwrap();
+            let mut r = std::io::BufReader::new(&s);
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            ready_tx.send(first).unwrap();
+            go_rx.recv().unwrap();
+            let mut out = Vec::new();
+            let end = crate::cli::watch::relay(r, &mut out, true, String::new);
+            (end, String::from_utf8(out).unwrap())
+        });
+        let first = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap()).await.unwrap();
+        assert_eq!(first, "ok watching\n");
+        lock(&shared.publisher).emit(AgentEvent::Member { bond: "b0".into(), member: "m0".into(), change: "added" });
+        // Written into the socket before the flood.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        {
+            let p = lock(&shared.publisher);
+            // Far more than the bus holds while the client does not read.
+            for _ in 0..5000 {
+                p.emit(AgentEvent::Manage { bond: "b1".into() });
+            }
+        }
+        go_tx.send(()).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel();
+        let (end, out) = tokio::time::timeout(std::time::Duration::from_secs(10), client).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap();
+        assert_eq!(end, crate::cli::watch::End::Shutdown);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], r#"{"event":"member","bond":"b0","member":"m0","change":"added"}"#);
+        assert_eq!(*lines.last().unwrap(), SHUTDOWN_LINE);
+        let lagged = lines.iter().find(|l| l.contains(r#""event":"lagged""#)).expect("a lagged line");
+        let v: serde_json::Value = serde_json::from_str(lagged).unwrap();
+        assert!(v["missed"].as_u64().unwrap() > 0, "{lagged}");
+        assert!(lines.len() < 5000, "some events were skipped, {} lines", lines.len());
+        assert!(!path.exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! `exabond`: the agent and its command line.
 
+mod agent_events;
 mod bond_view;
 mod btf_offsets;
 mod cli;
+mod config;
 mod control;
 mod ebpf_loader;
 mod enforcement;
 mod event_loop;
+mod exanic;
 mod ifname;
+mod mac_pitfall;
 mod manage;
+mod metrics;
 mod netlink;
 mod page_state;
 mod policy;
@@ -30,6 +35,9 @@ fn main() -> ExitCode {
         cli::Command::Unmanage { bond, ctl } => return cli::control::run(ctl, &format!("-{bond}")),
         cli::Command::List { ctl } => return cli::control::run(ctl, "list"),
         cli::Command::Status(a) => return cli::status::run(a),
+        cli::Command::Watch(a) => return cli::watch::run(a),
+        cli::Command::Completions(a) => cli::completions::completions(a),
+        cli::Command::Manpage(a) => cli::completions::manpage(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -137,7 +137,7 @@ pub fn render_view(
         d.active_slot = u32::try_from(i).unwrap_or(NO_SLOT);
         d.legacy_word = legacy::encode(true, s.smartnic_id, s.port);
     }
-    d
+    stamp_update(prev, d, source, now)
 }
 
 /// The page after the eBPF probe saw the kernel switch to `new_ifindex` (0 = none) at `kernel_event_ns`.
@@ -145,7 +145,22 @@ pub fn render_view(
 pub fn render_failover(prev: &PageData, new_ifindex: u32, kernel_event_ns: u64, now: Now) -> PageData {
     let mut d = *prev;
     set_active(&mut d, new_ifindex, ChangeSource::Ebpf, now, kernel_event_ns);
-    d
+    stamp_update(prev, d, ChangeSource::Ebpf, now)
+}
+
+/// Stamp `next` as an update by `source` if it differs from `prev` in anything but the heartbeat.
+fn stamp_update(prev: &PageData, mut next: PageData, source: ChangeSource, now: Now) -> PageData {
+    let same = PageData {
+        heartbeat_mono_ns: prev.heartbeat_mono_ns,
+        last_update_mono_ns: prev.last_update_mono_ns,
+        last_update_source: prev.last_update_source,
+        ..next
+    } == *prev;
+    if !same {
+        next.last_update_mono_ns = now.mono_ns;
+        next.last_update_source = source as u32;
+    }
+    next
 }
 
 /// The page with a fresh heartbeat.
@@ -209,6 +224,17 @@ mod tests {
         assert_eq!(p2.legacy_word, legacy::encode(true, 0xff, 1));
         assert!(p2.slaves()[1].is_active() && !p2.slaves()[0].is_active());
         let p3 = render_view(&p2, &view(12), ChangeSource::Netlink, Now { mono_ns: 1600, real_ns: 2600 }, &none);
+        assert_eq!(p3, p2, "a view of the same state publishes nothing new");
+        let mut down = view(12);
+        down.slaves[0].link = LinkState::Down;
+        let p3b = render_view(&p3, &down, ChangeSource::Poll, Now { mono_ns: 1700, real_ns: 2700 }, &none);
+        assert_eq!(
+            (p3b.update_source(), p3b.last_update_mono_ns),
+            (ChangeSource::Poll, 1700),
+            "a link change is an update"
+        );
+        assert_eq!((p3b.source(), p3b.failover_count), (ChangeSource::Ebpf, 2), "but not a failover");
+        assert_eq!(p2.update_source(), ChangeSource::Ebpf);
         assert_eq!(p3.failover_count, 2);
         assert_eq!(p3.source(), ChangeSource::Ebpf, "credit stays with the first source");
         assert_eq!(p3.last_change_mono_ns, 1500);

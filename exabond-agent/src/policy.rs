@@ -260,9 +260,9 @@ mod tests {
 
     fn lookup(name: &str) -> DeviceInfo {
         match name {
+            n if n.contains('.') => dev(n, "vlan", Some("802.1Q VLAN Support")),
             n if n.starts_with("exanic") => dev(n, "", Some("exanic")),
             n if n.starts_with("bond") => dev(n, "bond", Some("bonding")),
-            n if n.contains('.') => dev(n, "vlan", Some("802.1Q VLAN Support")),
             n => dev(n, "veth", Some("veth")),
         }
     }

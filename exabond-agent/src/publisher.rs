@@ -8,6 +8,7 @@ use exabond_common::event::FailoverEvent;
 use exabond_common::page::{ChangeSource, PageData};
 use exabond_common::writer::{PageWriter, WriteError};
 
+use crate::agent_events::{AgentEvent, LatencyHistogram};
 use crate::bond_view::{BondView, SlaveView};
 use crate::page_state::{render_failover, render_heartbeat, render_view, Now};
 
@@ -44,11 +45,12 @@ pub struct Publisher {
     forbidden: BTreeSet<u32>,
     /// Vetoes counted per bond ifindex.
     vetoes: BTreeMap<u32, u64>,
-}
-
-/// SmartNIC (id, port) of a member, when it is one (filled in by the management policy).
-fn smartnic_location(_s: &SlaveView) -> Option<(u8, u8)> {
-    None
+    /// Observers (`exabond watch`, metrics).
+    bus: tokio::sync::broadcast::Sender<AgentEvent>,
+    /// Kernel event → page latencies.
+    latency: std::sync::Arc<LatencyHistogram>,
+    /// SmartNIC (id, port) of each member seen, by ifindex (with the name it was read under).
+    smartnic: BTreeMap<u32, (String, Option<(u8, u8)>)>,
 }
 
 impl Publisher {
@@ -61,7 +63,47 @@ impl Publisher {
             bonds: BTreeMap::new(),
             forbidden: BTreeSet::new(),
             vetoes: BTreeMap::new(),
+            bus: tokio::sync::broadcast::channel(1024).0,
+            latency: std::sync::Arc::default(),
+            smartnic: BTreeMap::new(),
         }
+    }
+
+    /// The SmartNIC locations of a view's members (read from sysfs once per ifindex and name).
+    fn locations(&mut self, view: &BondView) -> BTreeMap<u32, Option<(u8, u8)>> {
+        view.slaves
+            .iter()
+            .map(|s| {
+                let e = self.smartnic.entry(s.ifindex).or_insert_with(|| (String::new(), None));
+                if e.0 != s.name {
+                    *e = (s.name.clone(), crate::exanic::smartnic_location(std::path::Path::new("/sys"), &s.name));
+                }
+                (s.ifindex, e.1)
+            })
+            .collect()
+    }
+
+    /// Tell observers (nobody listening is fine).
+    pub fn emit(&self, ev: AgentEvent) {
+        let _ = self.bus.send(ev);
+    }
+
+    /// A receiver of every later event.
+    #[must_use]
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
+        self.bus.subscribe()
+    }
+
+    /// The kernel event → page latency histogram.
+    #[must_use]
+    pub fn latency(&self) -> std::sync::Arc<LatencyHistogram> {
+        self.latency.clone()
+    }
+
+    /// Current page of every managed bond (for metrics).
+    #[must_use]
+    pub fn pages(&self) -> Vec<PageData> {
+        self.bonds.values().map(|m| *m.writer.current()).collect()
     }
 
     /// Mark a device as refused (or not) by the member policy.
@@ -121,6 +163,7 @@ impl Publisher {
             Ok(()) => tracing::info!(bond = %name, "bond unmanaged: page retired and removed"),
             Err(e) => tracing::error!(bond = %name, "bond unmanaged: {e}"),
         }
+        self.emit(AgentEvent::Unmanage { bond: name, reason: "unmanaged" });
         true
     }
 
@@ -133,12 +176,15 @@ impl Publisher {
         let blank = PageData::new(&view.name, view.ifindex, self.pid);
         let mut shown = view.clone();
         shown.active_ifindex = self.publishable(view.active_ifindex);
-        let first = render_heartbeat(&render_view(&blank, &shown, ChangeSource::Manage, now, &smartnic_location), now);
+        let locs = self.locations(view);
+        let loc = |s: &SlaveView| locs.get(&s.ifindex).copied().flatten();
+        let first = render_heartbeat(&render_view(&blank, &shown, ChangeSource::Manage, now, &loc), now);
         let writer = PageWriter::create(&self.page_dir, &view.name, &first)?;
         tracing::info!(bond = %view.name, page = %writer.path().display(), active = ?first.active_name(), "bond managed");
         if view.has_no_monitor() {
             tracing::warn!(bond = %view.name, "neither miimon nor a usable arp_interval is set: the bonding driver can miss link-down events; set /sys/class/net/{}/bonding/miimon", view.name);
         }
+        self.emit(AgentEvent::Manage { bond: view.name.clone() });
         let m = self.bonds.entry(view.ifindex).or_insert(Managed {
             writer,
             view: view.clone(),
@@ -201,16 +247,28 @@ impl Publisher {
             return None;
         }
         m.writer.publish(&next);
+        let lat_ns = now.mono_ns.saturating_sub(ev.header.ktime_ns);
         tracing::info!(
             bond = %m.view.name,
             from = before.active_name().unwrap_or("none"),
             to = next.active_name().unwrap_or(if ev.new_ifindex == 0 { "none" } else { "?" }),
             new_ifindex = ev.new_ifindex,
-            kernel_to_page_us = now.mono_ns.saturating_sub(ev.header.ktime_ns) / 1000,
+            kernel_to_page_us = lat_ns / 1000,
             source = "ebpf",
             "active slave changed"
         );
-        Some(m.writer.current())
+        self.latency.record(lat_ns);
+        #[expect(clippy::cast_precision_loss, reason = "µs for display")]
+        let ev_out = AgentEvent::Failover {
+            bond: m.view.name.clone(),
+            from: before.active_name().map(str::to_owned),
+            to: next.active_name().map(str::to_owned),
+            source: "ebpf",
+            failover_count: next.failover_count,
+            kernel_to_page_us: Some(lat_ns as f64 / 1000.0),
+        };
+        let _ = self.bus.send(ev_out);
+        self.bonds.get(&ev.bond_ifindex).map(|m| m.writer.current())
     }
 
     /// Apply a full view of a bond seen by `source`; `gen_at_dump` is [`Self::ebpf_gen`] read before the
@@ -228,6 +286,8 @@ impl Publisher {
         if self.bonds.get(&view.ifindex).is_some_and(|m| m.view.name != view.name) {
             self.rename(view);
         }
+        let locs = self.locations(view);
+        let loc = |s: &SlaveView| locs.get(&s.ifindex).copied().flatten();
         let Some(m) = self.bonds.get_mut(&view.ifindex) else {
             return ViewOutcome::NotManaged;
         };
@@ -243,8 +303,8 @@ impl Publisher {
         {
             return ViewOutcome::Stale;
         }
-        let next = render_view(&before, view, source, now, &smartnic_location);
-        m.view = view.clone();
+        let next = render_view(&before, view, source, now, &loc);
+        let old_view = std::mem::replace(&mut m.view, view.clone());
         m.view_dump_ns = m.view_dump_ns.max(dump_ns);
         if next != before {
             m.writer.publish(&next);
@@ -256,7 +316,19 @@ impl Publisher {
                     source = source.as_str(),
                     "active slave changed"
                 );
+                self.emit(AgentEvent::Failover {
+                    bond: view.name.clone(),
+                    from: before.active_name().map(str::to_owned),
+                    to: next.active_name().map(str::to_owned),
+                    source: source.as_str(),
+                    failover_count: next.failover_count,
+                    kernel_to_page_us: None,
+                });
             }
+        }
+        for ev in member_changes(&old_view, view) {
+            tracing::info!(?ev, "bond member change");
+            self.emit(ev);
         }
         ViewOutcome::Applied
     }
@@ -275,6 +347,8 @@ impl Publisher {
                     tracing::error!("rename: {e}");
                 }
                 tracing::warn!(from = %old_name, to = %view.name, "managed bond renamed: page follows the new name, old page retired");
+                let _ = self.bus.send(AgentEvent::Unmanage { bond: old_name, reason: "renamed" });
+                let _ = self.bus.send(AgentEvent::Manage { bond: view.name.clone() });
             }
             Err(e) => tracing::error!(bond = %view.name, "rename: cannot create the new page: {e}"),
         }
@@ -290,6 +364,7 @@ impl Publisher {
                 }
                 Err(e) => tracing::error!(bond = %name, "managed bond disappeared: {e}"),
             }
+            self.emit(AgentEvent::Unmanage { bond: name, reason: "deleted" });
         }
     }
 
@@ -301,6 +376,29 @@ impl Publisher {
             m.writer.publish(&next);
         }
     }
+}
+
+/// Members added or removed and link changes between two views of a bond.
+fn member_changes(old: &BondView, new: &BondView) -> Vec<AgentEvent> {
+    let mut out = Vec::new();
+    for s in &new.slaves {
+        match old.slave(s.ifindex) {
+            None => out.push(AgentEvent::Member { bond: new.name.clone(), member: s.name.clone(), change: "added" }),
+            Some(o) if o.link != s.link => out.push(AgentEvent::Link {
+                bond: new.name.clone(),
+                member: s.name.clone(),
+                link: s.link.as_str(),
+                link_failures: s.link_failures,
+            }),
+            Some(_) => {}
+        }
+    }
+    for o in &old.slaves {
+        if new.slave(o.ifindex).is_none() {
+            out.push(AgentEvent::Member { bond: new.name.clone(), member: o.name.clone(), change: "removed" });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

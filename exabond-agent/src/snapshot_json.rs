@@ -41,8 +41,12 @@ pub struct SnapshotJson {
     pub slaves: Vec<SlaveJson>,
     /// Changes of the active slave since managed.
     pub failover_count: u64,
-    /// Which source saw the last change.
+    /// Which source saw the last change of the active slave.
     pub last_change_source: &'static str,
+    /// Which source made the last update of anything but the heartbeat (members, links, failovers).
+    pub last_update_source: &'static str,
+    /// CLOCK_MONOTONIC ns of that update.
+    pub last_update_mono_ns: u64,
     /// CLOCK_MONOTONIC ns of the last change.
     pub last_change_mono_ns: u64,
     /// CLOCK_MONOTONIC ns of the kernel event behind it (0 if not seen by eBPF).
@@ -91,6 +95,8 @@ impl SnapshotJson {
                 .collect(),
             failover_count: d.failover_count,
             last_change_source: d.source().as_str(),
+            last_update_source: d.update_source().as_str(),
+            last_update_mono_ns: d.last_update_mono_ns,
             last_change_mono_ns: d.last_change_mono_ns,
             kernel_event_ns: d.kernel_event_ns,
             #[expect(clippy::cast_precision_loss, reason = "µs for display")]

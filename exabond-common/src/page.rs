@@ -10,15 +10,16 @@
 //! | 0 | 4 | legacy word | exasock-compatible, see [`legacy`]; always written with one atomic 32-bit store, after the block |
 //! | 4 | 60 | reserved | zero |
 //! | 64 | 8 | `seq` | seqlock sequence: odd while the writer updates the block |
-//! | 72 | 504 | [`PageData`] | the seqlocked block (offsets below, absolute) |
-//! | 576 | 3520 | reserved | zero |
+//! | 72 | 520 | [`PageData`] | the seqlocked block (offsets below, absolute) |
+//! | 592 | 3504 | reserved | zero |
 //!
 //! [`PageData`] fields: 72 `magic`, 76 `version`, 80 `flags`, 84 `bond_ifindex`, 88 `bond_name[16]`,
 //! 104 `active_ifindex`, 108 `active_slot`, 112 `active_name[16]`, 128 `active_mac[8]`,
 //! 136 `failover_count`, 144 `last_change_mono_ns`, 152 `last_change_real_ns`, 160 `kernel_event_ns`,
 //! 168 `last_change_source`, 172 `agent_pid`, 176 `heartbeat_mono_ns`, 184 `legacy_word`,
 //! 188 `slave_count`, 192 `slaves[8]` (48 bytes each: 0 `name[16]`, 16 `ifindex`, 20 `link`, 24 `role`,
-//! 28 `link_failures`, 32 `mac[8]`, 40 `smartnic_id`, 41 `port`, 42 reserved[6]).
+//! 28 `link_failures`, 32 `mac[8]`, 40 `smartnic_id`, 41 `port`, 42 reserved[6]), 576 `last_update_mono_ns`,
+//! 584 `last_update_source`, 588 reserved.
 //!
 //! # Protocol
 //!
@@ -283,6 +284,13 @@ pub struct PageData {
     pub slave_count: u32,
     /// Members, ordered by ifindex.
     pub slaves: [SlaveRecord; MAX_SLAVES],
+    /// CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat (a member
+    /// added or removed, a link state, a failover ...).
+    pub last_update_mono_ns: u64,
+    /// A [`ChangeSource`]: which source made that publication.
+    pub last_update_source: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
 }
 
 /// Size of [`PageData`] in bytes.
@@ -320,6 +328,9 @@ impl PageData {
             legacy_word: 0,
             slave_count: 0,
             slaves: [SlaveRecord::EMPTY; MAX_SLAVES],
+            last_update_mono_ns: 0,
+            last_update_source: ChangeSource::None as u32,
+            _reserved: 0,
         }
     }
 
@@ -342,10 +353,16 @@ impl PageData {
         &self.slaves[..n]
     }
 
-    /// Which source saw the last change.
+    /// Which source saw the last change of the active slave.
     #[must_use]
     pub const fn source(&self) -> ChangeSource {
         ChangeSource::from_u32(self.last_change_source)
+    }
+
+    /// Which source made the last publication that changed anything but the heartbeat.
+    #[must_use]
+    pub const fn update_source(&self) -> ChangeSource {
+        ChangeSource::from_u32(self.last_update_source)
     }
 
     /// Whether the page has been retired (bond unmanaged or deleted).
@@ -421,8 +438,10 @@ mod tests {
         assert_eq!(at(offset_of!(PageData, legacy_word)), 184);
         assert_eq!(at(offset_of!(PageData, slave_count)), 188);
         assert_eq!(at(offset_of!(PageData, slaves)), 192);
-        assert_eq!(size_of::<PageData>(), 504);
-        assert_eq!(DATA_OFFSET + DATA_SIZE, 576);
+        assert_eq!(at(offset_of!(PageData, last_update_mono_ns)), 576);
+        assert_eq!(at(offset_of!(PageData, last_update_source)), 584);
+        assert_eq!(size_of::<PageData>(), 520);
+        assert_eq!(DATA_OFFSET + DATA_SIZE, 592);
 
         assert_eq!(size_of::<SlaveRecord>(), 48);
         assert_eq!(offset_of!(SlaveRecord, name), 0);

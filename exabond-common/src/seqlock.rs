@@ -19,7 +19,9 @@ const SLAVE_WORDS: usize = core::mem::size_of::<SlaveRecord>() / 8;
 const _: () = assert!(core::mem::offset_of!(PageData, slaves) % 8 == 0);
 const _: () = assert!(core::mem::offset_of!(PageData, slave_count) % 8 == 4);
 const _: () = assert!(core::mem::size_of::<SlaveRecord>() % 8 == 0);
-const _: () = assert!(HEAD_WORDS + MAX_SLAVES * SLAVE_WORDS == DATA_WORDS);
+/// First word after the slave table.
+const TAIL_WORDS_START: usize = HEAD_WORDS + MAX_SLAVES * SLAVE_WORDS;
+const _: () = assert!(TAIL_WORDS_START <= DATA_WORDS);
 
 /// Atomic views over one mapped page. Holds a raw pointer; the owner keeps the mapping alive.
 #[derive(Clone, Copy)]
@@ -64,7 +66,7 @@ impl RawPage {
             return None;
         }
         // Copy the fixed part, then only the listed slave records (unused slots are all-zero on the page
-        // and stay zero in `buf`): a 2-member bond copies 27 words instead of 63.
+        // and stay zero in `buf`), then the tail: a 2-member bond copies 29 words instead of 65.
         let mut buf = [0u64; DATA_WORDS];
         let words = self.words();
         for i in 0..HEAD_WORDS {
@@ -73,7 +75,7 @@ impl RawPage {
         let w = buf[SLAVE_COUNT_WORD];
         let count = if cfg!(target_endian = "little") { (w >> 32) as usize } else { (w & 0xffff_ffff) as usize };
         let end = HEAD_WORDS + count.min(MAX_SLAVES) * SLAVE_WORDS;
-        for i in HEAD_WORDS..end {
+        for i in (HEAD_WORDS..end).chain(TAIL_WORDS_START..DATA_WORDS) {
             buf[i] = words[i].load(Ordering::Relaxed);
         }
         fence(Ordering::Acquire);

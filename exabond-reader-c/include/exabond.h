@@ -41,7 +41,7 @@
 /**
  * Size of the seqlocked block: `sizeof(struct exabond_snapshot)`.
  */
-#define EXABOND_DATA_SIZE 504
+#define EXABOND_DATA_SIZE 520
 
 /**
  * Number of slave records in the block.
@@ -257,7 +257,7 @@ struct exabond_slave {
 };
 
 /**
- * A consistent copy of the page's seqlocked block (504 bytes, at `EXABOND_DATA_OFFSET` in the page;
+ * A consistent copy of the page's seqlocked block (520 bytes, at `EXABOND_DATA_OFFSET` in the page;
  * mirrors `exabond_common::page::PageData`). Filled by `exabond_snapshot`.
  */
 struct exabond_snapshot {
@@ -338,6 +338,18 @@ struct exabond_snapshot {
    * Members, ordered by ifindex.
    */
   struct exabond_slave slaves[EXABOND_MAX_SLAVES];
+  /**
+   * CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat.
+   */
+  uint64_t last_update_mono_ns;
+  /**
+   * `EXABOND_SOURCE_*`: which source made that publication.
+   */
+  uint32_t last_update_source;
+  /**
+   * Reserved, zero.
+   */
+  uint32_t reserved;
 };
 
 #ifdef __cplusplus

@@ -21,7 +21,7 @@ pub const EXABOND_SEQ_OFFSET: usize = 64;
 /// Offset of the seqlocked block, whose layout is `struct exabond_snapshot`.
 pub const EXABOND_DATA_OFFSET: usize = 72;
 /// Size of the seqlocked block: `sizeof(struct exabond_snapshot)`.
-pub const EXABOND_DATA_SIZE: usize = 504;
+pub const EXABOND_DATA_SIZE: usize = 520;
 /// Number of slave records in the block.
 pub const EXABOND_MAX_SLAVES: usize = 8;
 /// Size of an interface name buffer, NUL included (the kernel's `IFNAMSIZ`).
@@ -103,7 +103,7 @@ pub struct exabond_slave {
     pub reserved: [u8; 6],
 }
 
-/// A consistent copy of the page's seqlocked block (504 bytes, at `EXABOND_DATA_OFFSET` in the page;
+/// A consistent copy of the page's seqlocked block (520 bytes, at `EXABOND_DATA_OFFSET` in the page;
 /// mirrors `exabond_common::page::PageData`). Filled by `exabond_snapshot`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +147,12 @@ pub struct exabond_snapshot {
     pub slave_count: u32,
     /// Members, ordered by ifindex.
     pub slaves: [exabond_slave; EXABOND_MAX_SLAVES],
+    /// CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat.
+    pub last_update_mono_ns: u64,
+    /// `EXABOND_SOURCE_*`: which source made that publication.
+    pub last_update_source: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 impl From<&SlaveRecord> for exabond_slave {
@@ -187,6 +193,9 @@ impl From<&PageData> for exabond_snapshot {
             legacy_word: d.legacy_word,
             slave_count: d.slave_count,
             slaves: d.slaves.each_ref().map(exabond_slave::from),
+            last_update_mono_ns: d.last_update_mono_ns,
+            last_update_source: d.last_update_source,
+            reserved: d._reserved,
         }
     }
 }
@@ -276,4 +285,7 @@ const _: () = {
     same_field!(exabond_snapshot, PageData, legacy_word = legacy_word);
     same_field!(exabond_snapshot, PageData, slave_count = slave_count);
     same_field!(exabond_snapshot, PageData, slaves = slaves);
+    same_field!(exabond_snapshot, PageData, last_update_mono_ns = last_update_mono_ns);
+    same_field!(exabond_snapshot, PageData, last_update_source = last_update_source);
+    same_field!(exabond_snapshot, PageData, reserved = _reserved);
 };

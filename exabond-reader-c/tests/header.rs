@@ -99,7 +99,8 @@ fn header_compiles_as_c_and_cpp_and_agrees_on_the_layout() {
     }
     fields!(exabond_snapshot: magic, version, flags, bond_ifindex, bond_name, active_ifindex,
         active_slot, active_name, active_mac, failover_count, last_change_mono_ns, last_change_real_ns,
-        kernel_event_ns, last_change_source, agent_pid, heartbeat_mono_ns, legacy_word, slave_count, slaves);
+        kernel_event_ns, last_change_source, agent_pid, heartbeat_mono_ns, legacy_word, slave_count, slaves,
+        last_update_mono_ns, last_update_source, reserved);
     fields!(exabond_slave: name, ifindex, link, role, link_failures, mac, smartnic_id, port, reserved);
     check("sizeof(struct exabond_snapshot)", size_of::<exabond_snapshot>());
     check("sizeof(struct exabond_slave)", size_of::<exabond_slave>());

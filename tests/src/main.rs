@@ -3,9 +3,13 @@
 //! `exabond-e2e test [--exabond PATH]` runs the suite and ends with `e2e: N passed, M failed`;
 //! `exabond-e2e test-nolsm` runs the detect-and-revert suite (kernel booted without the BPF LSM);
 //! `exabond-e2e demo [--exabond PATH]` narrates the failover scenario for a person.
+//! `exabond-e2e bench [--smoke] ...` runs the in-VM benchmarks of `cargo xtask bench` (see bench.rs).
 
+mod bench;
 mod enforce;
 mod lab;
+mod monitor;
+mod operate;
 mod scenario;
 mod suite;
 mod syscalls;
@@ -16,6 +20,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
+    if mode == "bench" || mode == "bench-reader" {
+        return bench::main(&mode, args.collect());
+    }
     let mut exabond = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("exabond")))
@@ -39,7 +46,9 @@ fn main() -> ExitCode {
     match mode.as_str() {
         "test" => {
             scenario::run(&exabond, false, &mut s);
+            monitor::run(&exabond, &mut s);
             enforce::run(&exabond, &mut s);
+            operate::run(&exabond, &mut s);
         }
         "test-nolsm" => enforce::run_nolsm(&exabond, &mut s),
         "demo" => scenario::run(&exabond, true, &mut s),

@@ -10,6 +10,11 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
+/// The cargo target directory (`$CARGO_TARGET_DIR`, else `target/` in the workspace).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 /// `$CARGO` or `cargo`.
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -41,16 +46,18 @@ pub struct Binaries {
     pub exabond: PathBuf,
     /// The end-to-end suite.
     pub e2e: PathBuf,
+    /// The C reader library (static).
+    pub libexabond: PathBuf,
 }
 
 /// Build the agent (and its eBPF object) and the end-to-end binary.
 pub fn build_all(release: bool) -> anyhow::Result<Binaries> {
     let mut c = cargo();
-    c.args(["build", "-p", "exabond-agent", "-p", "exabond-tests"]);
+    c.args(["build", "-p", "exabond-agent", "-p", "exabond-tests", "-p", "exabond-reader-c"]);
     if release {
         c.arg("--release");
     }
     run_cmd(&mut c)?;
-    let dir = root().join("target").join(if release { "release" } else { "debug" });
-    Ok(Binaries { exabond: dir.join("exabond"), e2e: dir.join("exabond-e2e") })
+    let dir = target_dir().join(if release { "release" } else { "debug" });
+    Ok(Binaries { exabond: dir.join("exabond"), e2e: dir.join("exabond-e2e"), libexabond: dir.join("libexabond.a") })
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything that is not a plain cargo build — machine set-up, the VM test bed, the test
 //! suite across host and real kernels, the demo, running the agent.
 
+mod bench;
 mod cargo;
 mod demo;
 mod run;
@@ -37,6 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Build and run the agent on this host (as root): `cargo xtask run -- agent --bond bond0`.
     Run(run::RunArgs),
+    /// Benchmarks against the baselines (reader hot path on the host; failover latency vs rtnetlink and
+    /// polling, veto overhead, footprint in the VM): a table, `<target dir>/bench/bench.json` and an SVG.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Vm(a) => vm::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Run(a) => run::run(&a),
+        Command::Bench(a) => bench::run(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -43,8 +43,18 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         (p + rp, f + rf + u32::from(r.rc != 0 && rf == 0))
     });
     println!("vm: {p} passed, {f} failed");
+    // The benches must keep working (one more VM boot, bpo): a smoke run that has to write its JSON;
+    // timing goals are never asserted.
+    let smoke = crate::bench::smoke();
+    match &smoke {
+        Ok(p) => println!("bench smoke: ok ({})", p.display()),
+        Err(e) => println!("bench smoke: FAILED: {e:#}"),
+    }
     if !runs.iter().all(VmRun::ok) {
         bail!("the end-to-end suite failed on at least one kernel");
+    }
+    if smoke.is_err() {
+        bail!("the bench smoke run failed (see above)");
     }
     Ok(())
 }

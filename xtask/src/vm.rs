@@ -25,7 +25,7 @@ enum VmCmd {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
-    /// Run a shell script (path relative to the staged folder, target/vm) in the VM.
+    /// Run a shell script (path relative to the staged folder, <target dir>/vm) in the VM.
     Exec {
         /// bpo (6.12) or stable (6.1).
         #[arg(long, default_value = "bpo")]
@@ -64,7 +64,7 @@ impl VmRun {
 
 /// The staging folder shared with the guest.
 pub fn stage_dir() -> PathBuf {
-    root().join("target/vm")
+    crate::cargo::target_dir().join("vm")
 }
 
 /// Copy the binaries into the staging folder and write the scripts the guest runs.
@@ -76,7 +76,25 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
         let _ = std::fs::remove_file(&dst);
         std::fs::copy(src, &dst).with_context(|| format!("staging {}", src.display()))?;
     }
-    for (name, mode) in [("e2e-test.sh", "test"), ("e2e-nolsm.sh", "test-nolsm"), ("e2e-demo.sh", "demo")] {
+    // The C examples, as a trading process would build them: one against libexabond, one against nothing
+    // but the original 32-bit word.
+    let src = root().join("exabond-reader-c");
+    for (prog, with_lib) in [("trading_loop", true), ("legacy_reader", false)] {
+        let mut cc = std::process::Command::new("cc");
+        cc.args(["-std=c11", "-O2", "-Wall", "-Werror", "-I"]).arg(src.join("include")).arg("-o").arg(dir.join(prog));
+        cc.arg(src.join(format!("examples/c/{prog}.c")));
+        if with_lib {
+            cc.arg(&bins.libexabond).args(["-lpthread", "-ldl", "-lm"]);
+        }
+        crate::cargo::run_cmd(&mut cc)?;
+    }
+    for (name, mode) in [
+        ("e2e-test.sh", "test"),
+        ("e2e-nolsm.sh", "test-nolsm"),
+        ("e2e-demo.sh", "demo"),
+        ("e2e-bench.sh", "bench"),
+        ("e2e-bench-smoke.sh", "bench --smoke"),
+    ] {
         std::fs::write(
             dir.join(name),
             format!("#!/bin/sh\n# Written by cargo xtask; runs in the guest.\ncd \"$(dirname \"$0\")\"\nexec ./exabond-e2e {mode} --exabond \"$PWD/exabond\"\n"),
@@ -91,8 +109,21 @@ pub const NO_BPF_LSM: &str = "lsm=lockdown,capability,landlock,yama,apparmor";
 /// Boot `flavour` (with extra kernel command line `append`), run `script` (relative to `dir`), echo the
 /// console with a prefix, collect the result.
 pub fn run_script(flavour: &str, append: &str, dir: &Path, script: &str, quiet: bool) -> anyhow::Result<VmRun> {
+    run_script_env(flavour, append, dir, script, quiet, &[])
+}
+
+/// [`run_script`] with extra environment for the test bed (its knobs, e.g. `TB_SMP`).
+pub fn run_script_env(
+    flavour: &str,
+    append: &str,
+    dir: &Path,
+    script: &str,
+    quiet: bool,
+    env: &[(&str, &str)],
+) -> anyhow::Result<VmRun> {
     let label = if append.is_empty() { flavour.to_owned() } else { format!("{flavour}-nolsm") };
     let mut child = testbed_cmd()
+        .envs(env.iter().copied())
         .env("TB_APPEND", append)
         .args(["run", flavour])
         .arg(dir)

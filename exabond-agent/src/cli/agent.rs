@@ -1,5 +1,6 @@
 //! `exabond agent`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,15 +8,20 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AgentConfig;
 use crate::enforcement::{Enforcement, Mode};
 use crate::manage::{self, lock, Shared};
 use crate::policy::MemberPolicy;
 use crate::publisher::Publisher;
-use crate::{control, ebpf_loader, event_loop, ifname, netlink, sysinfo};
+use crate::{config, control, ebpf_loader, event_loop, mac_pitfall, metrics, netlink, sysinfo};
 
 /// Arguments of `exabond agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
+    /// Read the settings from this TOML file (keys: bonds, member_drivers, page_dir, poll_ms,
+    /// metrics_addr, socket); a flag given here wins over the file, a list given by flags replaces the file's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// A bond to manage at start (repeatable); more can be added with `exabond manage`. Bonds a previous
     /// agent managed (recorded in the pinned maps) are re-adopted as well.
     #[arg(long = "bond", value_name = "BOND")]
@@ -23,12 +29,16 @@ pub struct AgentArgs {
     /// Also accept members bound to this driver (repeatable; `exanic` always is). For labs and tests.
     #[arg(long = "member-driver", value_name = "DRIVER")]
     pub member_drivers: Vec<String>,
-    /// Directory of the pages (`DIR/exabond-<bond>`).
-    #[arg(long, value_name = "DIR", default_value = exabond_common::page::DEFAULT_PAGE_DIR)]
-    pub page_dir: PathBuf,
-    /// The control socket.
-    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// Directory of the pages (`DIR/exabond-<bond>`) [default: /dev].
+    #[arg(long, value_name = "DIR")]
+    pub page_dir: Option<PathBuf>,
+    /// The control socket [default: /run/exabond/control.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464. Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Directory of the kernel's BTF (vmlinux and module BTF).
     #[arg(long, value_name = "DIR", default_value = "/sys/kernel/btf", hide = true)]
     pub btf_dir: PathBuf,
@@ -45,6 +55,10 @@ pub struct AgentArgs {
     /// vetoes stay in force (pinned under /sys/fs/bpf/exabond) until the next agent takes over.
     #[arg(long)]
     pub release: bool,
+    /// The eBPF event thread busy-polls the ring buffer instead of sleeping in poll(2): faster failover
+    /// publication (no wake-up) for a whole CPU; with a CPU number, the thread is pinned to that CPU.
+    #[arg(long, value_name = "CPU", num_args = 0..=1, default_missing_value = "any")]
+    pub busy_poll: Option<String>,
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -52,11 +66,9 @@ pub struct AgentArgs {
 /// # Errors
 /// Start-up failures, with what to do about them.
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
-    for b in &args.bonds {
-        ifname::validate(b).with_context(|| format!("--bond {b:?}"))?;
-    }
+    let cfg = config::resolve(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(args, &cfg))
 }
 
 fn enforcement_mode(args: &AgentArgs) -> Mode {
@@ -82,9 +94,14 @@ fn enforcement_mode(args: &AgentArgs) -> Mode {
     }
 }
 
-async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
+async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during start-up is a clean stop too.
     let signals = Signals::new()?;
+    // Bound first: a taken port fails the start before anything is loaded.
+    let metrics_listener = match cfg.metrics_addr {
+        Some(a) => Some(metrics::bind(a).await.with_context(|| format!("cannot serve metrics on {a}"))?),
+        None => None,
+    };
     // Subscribe first, so nothing between the initial dump and the listener is missed.
     let (mconn, mhandle, messages) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
         .context("cannot open an rtnetlink socket")?;
@@ -93,8 +110,8 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     let (conn, handle, _) = rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(conn);
 
-    std::fs::create_dir_all(&args.page_dir)
-        .with_context(|| format!("cannot create the page directory {}", args.page_dir.display()))?;
+    std::fs::create_dir_all(&cfg.page_dir)
+        .with_context(|| format!("cannot create the page directory {}", cfg.page_dir.display()))?;
 
     let mut mode = enforcement_mode(args);
     let loaded = if args.no_ebpf {
@@ -121,12 +138,15 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     });
 
     let shared = Arc::new(Shared {
-        publisher: Arc::new(Mutex::new(Publisher::new(args.page_dir.clone()))),
-        enforcement: Arc::new(Mutex::new(Enforcement::new(maps, MemberPolicy::new(&args.member_drivers), mode))),
+        publisher: Arc::new(Mutex::new(Publisher::new(cfg.page_dir.clone()))),
+        enforcement: Arc::new(Mutex::new(Enforcement::new(maps, MemberPolicy::new(&cfg.member_drivers), mode))),
         handle: handle.clone(),
-        page_dir: args.page_dir.clone(),
+        page_dir: cfg.page_dir.clone(),
     });
 
+    // Bound before any page appears: once a page is there, `exabond list/manage` reach this agent (requests
+    // wait in the backlog until the server task starts below).
+    let listener = control::bind(&cfg.socket).with_context(|| format!("control socket {}", cfg.socket.display()))?;
     let links = netlink::dump_links(&handle).await.context("rtnetlink link dump")?;
     netlink::sync_verdicts(&shared, &links);
     // Bonds a previous agent managed (pinned map), then the ones named on the command line.
@@ -138,7 +158,7 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     if !names.is_empty() {
         tracing::info!(bonds = ?names, "re-adopting bonds managed by a previous agent");
     }
-    for b in &args.bonds {
+    for b in &cfg.bonds {
         if !names.contains(b) {
             names.push(b.clone());
         }
@@ -151,22 +171,27 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     // A failover between the dump above and the map inserts is caught by this refresh.
     netlink::refresh(&shared, exabond_common::page::ChangeSource::Netlink).await?;
 
-    let listener = control::bind(&args.socket).with_context(|| format!("control socket {}", args.socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     let events_thread = match events {
-        Some(ev) => Some(event_loop::spawn(ev, logger, shared.publisher.clone(), stop.clone())?),
+        Some(ev) => Some(event_loop::spawn(ev, logger, shared.publisher.clone(), stop.clone(), busy_poll(args)?)?),
         None => None,
     };
     tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
-    tracker.spawn(netlink::poll(shared.clone(), args.poll_ms, cancel.clone()));
-    tracker.spawn(control::serve(listener, args.socket.clone(), shared.clone(), cancel.clone()));
+    tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
+    let pitfalls = Arc::new(mac_pitfall::Tracker::default());
+    tracker.spawn(mac_pitfall::watch(shared.clone(), pitfalls.clone(), cancel.clone()));
+    if let Some(l) = metrics_listener {
+        tracker.spawn(metrics::serve(l, shared.clone(), pitfalls.clone(), cancel.clone()));
+    }
+    tracker.spawn(control::serve(listener, cfg.socket.clone(), shared.clone(), pitfalls, cancel.clone()));
     tracker.close();
     tracing::info!(
         bonds = ?names,
-        page_dir = %args.page_dir.display(),
-        socket = %args.socket.display(),
+        page_dir = %cfg.page_dir.display(),
+        socket = %cfg.socket.display(),
+        metrics = ?cfg.metrics_addr,
         ebpf = ebpf.is_some(),
         enforcement = mode.as_str(),
         "exabond agent running"
@@ -192,6 +217,17 @@ async fn run_async(args: &AgentArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped; pages stay in place with their heartbeat stopped");
     Ok(())
+}
+
+/// How the eBPF event thread waits (`--busy-poll [CPU]`).
+fn busy_poll(args: &AgentArgs) -> anyhow::Result<event_loop::Wait> {
+    Ok(match args.busy_poll.as_deref() {
+        None => event_loop::Wait::Block,
+        Some("any") => event_loop::Wait::BusyPoll { cpu: None },
+        Some(c) => event_loop::Wait::BusyPoll {
+            cpu: Some(c.parse().with_context(|| format!("--busy-poll {c:?}: not a CPU number"))?),
+        },
+    })
 }
 
 /// SIGTERM and SIGINT, caught from the start.

@@ -1,21 +1,25 @@
 //! The command line: one subcommand per file.
 
 pub mod agent;
+pub mod completions;
 pub mod control;
 pub mod read;
 pub mod status;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 
 /// Exit codes, shown in `exabond --help`.
 const EXIT_CODES: &str = "\
 Control words (root-only socket /run/exabond/control.sock, one line per request):
-  +BOND   place BOND under management        (exabond manage BOND)
-  -BOND   stop managing BOND                  (exabond unmanage BOND)
-  list    the managed bonds, space-separated  (exabond list)
-  status  agent state as JSON                 (exabond status)
+  +BOND     place BOND under management          (exabond manage BOND)
+  -BOND     stop managing BOND                    (exabond unmanage BOND)
+  list      the managed bonds, space-separated    (exabond list)
+  status    agent state as JSON                   (exabond status)
+  pitfalls  the MAC pitfalls seen, as JSON        (exabond status)
+  watch     one JSON line per event, until closed (exabond watch --json)
 
-Exit codes of manage/unmanage/list:
+Exit codes of manage/unmanage/list/status/watch:
   0 ok    1 internal error    2 usage    3 invalid bond name    4 no such interface
   5 not a bond    6 mode is not active-backup    7 a member is not a SmartNIC port
   8 a member is a bond (nesting)    9 a member is a VLAN device    10 permission denied (not root)
@@ -64,4 +68,16 @@ pub enum Command {
         #[command(flatten)]
         ctl: control::ControlArgs,
     },
+    /// Follow the agent's events live, one line each.
+    ///
+    /// Failovers, link changes, members added/removed, vetoes (with pid and command), manage/unmanage,
+    /// reverts, MAC pitfalls: a UTC timestamp and a sentence, or with --json the JSON lines of the control
+    /// socket's `watch` request. Ends with exit 0 when the agent stops.
+    Watch(watch::WatchArgs),
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or write every page into a directory.
+    #[command(hide = true)]
+    Manpage(completions::ManpageArgs),
 }

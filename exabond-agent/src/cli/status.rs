@@ -25,6 +25,13 @@ pub struct StatusArgs {
     pub ctl: ControlArgs,
 }
 
+fn donors(b: &Value) -> String {
+    b["mac_pitfall_donors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
 fn sysfs(bond: &str, opt: &str) -> String {
     std::fs::read_to_string(format!("/sys/class/net/{bond}/bonding/{opt}"))
         .map(|s| s.trim().to_owned())
@@ -41,6 +48,11 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // An agent without the request (older) answers `err 2`: no pitfall information then.
+    let pitfalls: Vec<Value> = match control::request(&args.ctl.socket, "pitfalls") {
+        Ok(Reply::Ok(j)) => serde_json::from_str(&j).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let page_dir = agent["page_dir"].as_str().unwrap_or(exabond_common::page::DEFAULT_PAGE_DIR).to_owned();
     let mut bonds = Vec::new();
     for b in agent["bonds"].as_array().cloned().unwrap_or_default() {
@@ -55,11 +67,15 @@ pub fn run(args: &StatusArgs) -> ExitCode {
                 s["driver"] = json!(driver);
             }
         }
+        let mine: Vec<&Value> = pitfalls.iter().filter(|p| p["bond"] == name.as_str()).collect();
         bonds.push(json!({
             "bond": name,
             "mode": sysfs(&name, "mode"),
             "miimon": sysfs(&name, "miimon"),
             "vetoes": b["vetoes"],
+            "mac_pitfall": !mine.is_empty(),
+            "mac_pitfall_donors": mine.iter().map(|p| p["donor"].clone()).collect::<Vec<_>>(),
+            "mac_pitfall_mac": mine.first().map_or(Value::Null, |p| p["mac"].clone()),
             "page": page,
         }));
     }
@@ -83,7 +99,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             .as_u64()
             .map(|t| exabond_common::clock::monotonic_ns().saturating_sub(t) / 1_000_000);
         println!(
-            "\n{}  mode {}  miimon {}  active {}  failovers {}  last change {} ago by {}  vetoes {}{}",
+            "\n{}  mode {}  miimon {}  active {}  failovers {}  last change {} ago by {}  vetoes {}{}{}",
             b["bond"].as_str().unwrap_or("?"),
             b["mode"].as_str().unwrap_or("?"),
             b["miimon"].as_str().unwrap_or("?"),
@@ -92,8 +108,18 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             age_ms.map_or_else(|| "?".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             p["last_change_source"].as_str().unwrap_or("?"),
             b["vetoes"],
-            if p["stale"] == true { "  [STALE]" } else { "" }
+            if p["stale"] == true { "  [STALE]" } else { "" },
+            if b["mac_pitfall"] == true { "  [MAC PITFALL]" } else { "" }
         );
+        if b["mac_pitfall"] == true {
+            println!(
+                "  WARNING: MAC pitfall: the bond's MAC {} is the own address of {}, not a member: two devices \
+                 share it; give the bond or {} another address",
+                b["mac_pitfall_mac"].as_str().unwrap_or("?"),
+                donors(b),
+                donors(b)
+            );
+        }
         for s in p["slaves"].as_array().cloned().unwrap_or_default() {
             println!(
                 "  {:<15} driver {:<12} link {:<5} {:<6} failures {}",

@@ -1,0 +1,123 @@
+//! Veto overhead: what the exabond BPF LSM programs cost unrelated system calls. Loops of write(2) of 8
+//! bytes to a tmpfs file (the `file_permission` hook runs for every write) and of open(2)+close(2), timed
+//! in three states, rotated over several rounds so drift of the emulated machine hits all of them:
+//! - `agent`: the agent running, managing a bond (programs attached, its poll and heartbeat running);
+//! - `pins`: the agent stopped without `--release` (programs still attached through their pins, no agent
+//!   process): the programs' own cost;
+//! - `none`: pins removed (what `--release` does): no exabond program attached.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::Path;
+use std::time::Duration;
+
+use exabond_common::clock::monotonic_ns;
+use serde_json::{json, Value};
+
+use super::PAGE_DIR;
+use crate::lab::{Agent, Bond};
+
+const BOND: &str = "vebench";
+const FILE: &str = "/tmp/exabond-veto-bench";
+
+/// Loop sizes.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    /// Rounds per state (with, without), alternated.
+    pub rounds: usize,
+    /// Batches per round and loop.
+    pub batches: usize,
+    /// System calls per batch.
+    pub ops: usize,
+}
+
+/// ns per write(2) of each batch.
+fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
+    let c = CString::new(FILE)?;
+    // SAFETY: valid C string; plain open(2).
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
+    anyhow::ensure!(fd >= 0, "open {FILE}: {}", std::io::Error::last_os_error());
+    let buf = [0x5au8; 8];
+    let mut out = Vec::with_capacity(s.batches);
+    for _ in 0..s.batches {
+        // SAFETY: our fd; keeps the file small.
+        unsafe { libc::ftruncate(fd, 0) };
+        // SAFETY: our fd.
+        unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+        let t = monotonic_ns();
+        for _ in 0..s.ops {
+            // SAFETY: valid buffer of 8 bytes, our fd.
+            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            debug_assert_eq!(n, 8);
+        }
+        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
+    }
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    Ok(out)
+}
+
+/// ns per open(2)+close(2) of each batch.
+fn opens(s: Sizes) -> anyhow::Result<Vec<f64>> {
+    let c = CString::new(FILE)?;
+    let mut out = Vec::with_capacity(s.batches);
+    for _ in 0..s.batches {
+        let t = monotonic_ns();
+        for _ in 0..s.ops {
+            // SAFETY: valid C string; plain open(2) and close(2) of the fd it returns.
+            unsafe {
+                let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                libc::close(fd);
+            }
+        }
+        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
+    }
+    Ok(out)
+}
+
+fn lsm_attached() -> bool {
+    Path::new(exabond_common::policy_maps::PIN_DIR).exists()
+}
+
+/// The batches of each state, per loop.
+pub fn run(exabond: &Path, s: Sizes) -> anyhow::Result<Value> {
+    let lsm = crate::lab::read_sysfs("/sys/kernel/security/lsm").unwrap_or_default();
+    anyhow::ensure!(lsm.split(',').any(|x| x == "bpf"), "the BPF LSM is not active ({lsm}): nothing to measure");
+    let _bond = Bond::create(BOND, 2)?;
+    let mut res: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut measure = |state: &'static str| -> anyhow::Result<()> {
+        std::thread::sleep(Duration::from_millis(300));
+        let (w, o) = (writes(s)?, opens(s)?);
+        let e = res.entry(state).or_default();
+        e.0.extend(w);
+        e.1.extend(o);
+        Ok(())
+    };
+    for round in 0..s.rounds {
+        let none_first = round % 2 == 0;
+        if none_first {
+            anyhow::ensure!(!lsm_attached(), "pins present before the `none` state");
+            measure("none")?;
+        }
+        let mut agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])?;
+        anyhow::ensure!(lsm_attached(), "the agent attached no LSM program");
+        measure("agent")?;
+        let st = agent.terminate(Duration::from_secs(20))?;
+        anyhow::ensure!(st.success(), "agent exit {st}");
+        anyhow::ensure!(lsm_attached(), "pins gone after an exit without --release");
+        measure("pins")?;
+        super::clear_pins();
+        anyhow::ensure!(!lsm_attached(), "pins still present after removal");
+        if !none_first {
+            measure("none")?;
+        }
+    }
+    let _ = std::fs::remove_file(FILE);
+    let med = |v: &[f64]| super::percentile(&mut v.to_vec(), 50.0);
+    let mut doc = serde_json::Map::new();
+    for (state, (w, o)) in &res {
+        println!("E2E BENCH   {state:<5}: write(2) {:.0} ns, open+close {:.0} ns", med(w), med(o));
+        doc.insert((*state).to_owned(), json!({ "write_ns": w, "open_close_ns": o }));
+    }
+    Ok(json!({ "ops_per_batch": s.ops, "rounds": s.rounds, "states": doc }))
+}
