@@ -111,19 +111,32 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start `exabond agent` and wait until every bond's page is there with a fresh heartbeat.
+    /// Start `exabond agent --page-dir DIR --member-driver veth --bond B... EXTRA` and wait until every
+    /// bond's page is there with a fresh heartbeat from this agent.
     pub fn start(exabond: &Path, page_dir: &Path, bonds: &[&str], extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["agent".to_owned(), "--page-dir".into(), page_dir.display().to_string()];
+        args.extend(["--member-driver".into(), "veth".into()]);
+        for b in bonds {
+            args.extend(["--bond".into(), (*b).to_owned()]);
+        }
+        args.extend(extra.iter().map(|e| (*e).to_owned()));
+        Self::spawn(exabond, &args, page_dir, bonds)
+    }
+
+    /// Start `exabond ARGS` and wait until the pages of `bonds` in `page_dir` are fresh and written by it.
+    pub fn spawn(exabond: &Path, args: &[String], page_dir: &Path, bonds: &[&str]) -> anyhow::Result<Self> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = PathBuf::from(format!("/tmp/exabond-agent-{}-{n}.log", std::process::id()));
         let logf = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(exabond);
-        cmd.arg("agent").arg("--page-dir").arg(page_dir).args(["--member-driver", "veth"]);
-        for b in bonds {
-            cmd.args(["--bond", b]);
-        }
-        cmd.args(extra).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
-        let child = cmd.spawn().with_context(|| format!("spawn {}", exabond.display()))?;
+        let child = Command::new(exabond)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("spawn {}", exabond.display()))?;
         let mut agent = Self { child, log };
         for b in bonds {
             let r = wait_for(&format!("the page of {b}"), Duration::from_secs(120), || {
@@ -156,7 +169,12 @@ impl Agent {
 }
 
 impl Drop for Agent {
+    /// SIGTERM first (so an agent started with `--release` removes its pins even when a check failed
+    /// half-way), SIGKILL if it does not stop.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) && self.terminate(Duration::from_secs(10)).is_ok() {
+            return;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

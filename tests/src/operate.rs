@@ -4,15 +4,15 @@
 //! directory, metrics address), with `--release` so that it leaves no pins behind.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
-use crate::lab::{cli, read_page, read_sysfs, sh, sh_try, wait_for, Bond};
+use crate::lab::{cli, read_sysfs, sh, sh_try, wait_for, Agent, Bond};
 use crate::suite::Suite;
 use crate::syscalls::write_file;
 
@@ -25,62 +25,6 @@ const CONFIG: &str = "/tmp/exabond-operate.toml";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The agent looks for MAC pitfalls every 3 s.
 const PITFALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The agent, started from the config file.
-struct ConfigAgent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ConfigAgent {
-    fn start(exabond: &Path, config: &str) -> anyhow::Result<Self> {
-        let log = PathBuf::from(format!("/tmp/exabond-operate-agent-{}.log", std::process::id()));
-        let logf = std::fs::File::create(&log)?;
-        let child = Command::new(exabond)
-            .args(["agent", "--config", config, "--release"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .spawn()
-            .with_context(|| format!("spawn {}", exabond.display()))?;
-        let mut agent = Self { child, log };
-        let pid = u64::from(agent.child.id());
-        let r = wait_for("the page of obond (agent from the config file)", Duration::from_secs(120), || {
-            if let Ok(Some(st)) = agent.child.try_wait() {
-                return Some(Err(anyhow::anyhow!("agent exited early ({st})")));
-            }
-            read_page(exabond, Path::new(PAGE_DIR), BOND)
-                .ok()
-                .filter(|v| v["stale"] == false && v["agent_pid"].as_u64() == Some(pid))
-                .map(Ok)
-        });
-        if let Err(e) = r.and_then(|x| x) {
-            bail!("{e:#}\n--- agent log ---\n{}", agent.log_text());
-        }
-        Ok(agent)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        sh(&format!("kill -TERM {}", self.child.id()))?;
-        wait_for("the agent to exit", timeout, || self.child.try_wait().ok().flatten())
-    }
-}
-
-impl Drop for ConfigAgent {
-    /// SIGTERM first, so that `--release` removes the pins even when a check failed half-way.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) && self.terminate(Duration::from_secs(10)).is_ok() {
-            return;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `exabond watch --json` in a child process; its lines are collected by two threads.
 struct Watcher {
@@ -294,7 +238,8 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     );
     let Some(mut agent) = s.check("agent from --config alone: bond, member drivers, page dir, metrics address", || {
         std::fs::write(CONFIG, &config)?;
-        let a = ConfigAgent::start(exabond, CONFIG)?;
+        let args: Vec<String> = ["agent", "--config", CONFIG, "--release"].map(str::to_owned).to_vec();
+        let a = Agent::spawn(exabond, &args, Path::new(PAGE_DIR), &[BOND])?;
         let st = status_json(exabond)?;
         ensure!(
             st["member_drivers"].as_array().is_some_and(|d| d.iter().any(|x| x == "veth")),
