@@ -23,7 +23,8 @@ const BUSY_LOG_EVERY: u32 = 1 << 16;
 /// How the consumer thread waits for records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Wait {
-    /// Blocked in poll(2) until the kernel wakes it (no CPU while idle).
+    /// Waiters blocked in poll(2) until the kernel wakes them, one per CPU the agent may run on, pinned and
+    /// SCHED_FIFO (no CPU while idle); see [`spawn`].
     #[default]
     Block,
     /// Spinning on the ring buffer (a whole CPU), pinned to `cpu` when given.

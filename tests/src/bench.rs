@@ -202,3 +202,25 @@ pub fn main(mode: &str, args: Vec<String>) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 50.0), 50.0);
+        assert_eq!(percentile(&mut v, 99.0), 99.0);
+        assert_eq!(percentile(&mut v, 100.0), 100.0);
+        assert!(percentile(&mut [], 50.0).is_nan());
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(vec!["--smoke".into(), "--configs".into(), "default,busy_poll".into()]).unwrap();
+        assert!(o.smoke && o.failovers == 12 && o.bonds == 8);
+        assert_eq!(o.only, ["default", "busy_poll"]);
+        assert!(parse(vec!["--bogus".into()]).is_err());
+    }
+}

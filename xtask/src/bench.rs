@@ -211,6 +211,15 @@ fn failover_rows(kernel: &str, config: &str, cfg: &Value, rows: &mut Vec<Row>, p
     ] {
         rows.push(Row::new(&id(k), &format!("[{config}] {label}"), d.shown()).data(d.json()));
     }
+    let stalled = Dist::new(recs.iter().filter_map(|r| r["reader_stalled_ns"].as_f64()).map(|n| n / 1e3).collect());
+    rows.push(
+        Row::new(
+            &id("reader_off_cpu"),
+            &format!("[{config}] noise: reader off CPU between the event and seeing it"),
+            format!("{}  (host load shows here: trust ratios when this is ≪ the latencies)", stalled.shown()),
+        )
+        .data(stalled.json()),
+    );
     plot.push((format!("{config}: page, spinning reader (a)"), reader.sorted.clone(), colour(config), false));
     plot.push((
         format!("{config}: rtnetlink listener (b), same run, dashed"),
@@ -281,6 +290,21 @@ fn failover_rows(kernel: &str, config: &str, cfg: &Value, rows: &mut Vec<Row>, p
         recs.iter().filter_map(|r| Some((r["reader_ns"].as_u64()?, r["netlink_ns"].as_u64()?))).collect();
     let first = both.iter().filter(|(a, b)| a < b).count();
     let share = 100.0 * first as f64 / both.len().max(1) as f64;
+    let published: Vec<(u64, u64)> =
+        recs.iter().filter_map(|r| Some((r["page_ns"].as_u64()?, r["netlink_ns"].as_u64()?))).collect();
+    let pub_first = published.iter().filter(|(a, b)| a < b).count();
+    let pub_share = 100.0 * pub_first as f64 / published.len().max(1) as f64;
+    rows.push(
+        Row::new(
+            &id("published_first"),
+            &format!("[{config}] page published before the netlink message"),
+            format!(
+                "{pub_share:.1} % ({pub_first}/{})  (agent's publication time, no reader involved)",
+                published.len()
+            ),
+        )
+        .data(json!({ "percent": pub_share, "first": pub_first, "of": published.len() })),
+    );
     let mut row = Row::new(
         &id("page_first"),
         &format!("[{config}] page seen before the netlink message"),
@@ -386,8 +410,8 @@ fn footprint_rows(kernel: &str, f: &Value, rows: &mut Vec<Row>) {
 }
 
 /// The reader benches' figures from criterion's estimates.
-fn reader_rows(rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let dir = target_dir().join("criterion");
+fn reader_rows(smoke: bool, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let dir = criterion_dir(smoke);
     let est = |p: &str| -> anyhow::Result<f64> {
         let f = dir.join(p).join("new/estimates.json");
         let v: Value = serde_json::from_slice(&std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)?;
@@ -424,6 +448,16 @@ fn reader_rows(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Criterion's output: `<target dir>/criterion` (its default), or under the smoke results for a smoke
+/// run, which must not replace the full run's estimates.
+fn criterion_dir(smoke: bool) -> PathBuf {
+    if smoke {
+        out_dir(true).join("criterion")
+    } else {
+        target_dir().join("criterion")
+    }
+}
+
 fn criterion(smoke: bool) -> anyhow::Result<()> {
     let mut c = cargo();
     c.args(["bench", "-p", "exabond-common", "--bench", "reader", "--"]);
@@ -431,8 +465,9 @@ fn criterion(smoke: bool) -> anyhow::Result<()> {
         c.args(["--warm-up-time", "0.2", "--measurement-time", "0.5", "--sample-size", "10"]);
     }
     // Old estimates must not pass for new ones.
-    let _ = std::fs::remove_dir_all(target_dir().join("criterion"));
-    run_cmd(&mut c)
+    let dir = criterion_dir(smoke);
+    let _ = std::fs::remove_dir_all(&dir);
+    run_cmd(c.env("CRITERION_HOME", &dir))
 }
 
 /// The SVG of the latency CDFs (log x): solid = the page, dashed = the rtnetlink listener of the same run.
@@ -527,11 +562,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     if args.report_only {
-        if let Err(e) = reader_rows(&mut rows) {
+        if let Err(e) = reader_rows(args.smoke, &mut rows) {
             problems.push(format!("reader benches: {e:#}"));
         }
     } else if !args.no_criterion {
-        match criterion(args.smoke).and_then(|()| reader_rows(&mut rows)) {
+        match criterion(args.smoke).and_then(|()| reader_rows(args.smoke, &mut rows)) {
             Ok(()) => {}
             Err(e) => problems.push(format!("reader benches: {e:#}")),
         }
@@ -557,6 +592,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // The emulated CPUs are host threads: other work on the host shows up as guest latency. The VM inherits
     // a higher priority from this process for the bench (best effort; needs root).
     let boosted = !args.report_only && renice(VM_NICE);
+    let host_load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let host_load = if args.report_only {
+        "n/a (report only)".to_owned()
+    } else {
+        host_load.split_whitespace().next().unwrap_or("?").to_owned()
+    };
     let mut svgs = Vec::new();
     let mut kernels_run = Vec::new();
     for k in &ks {
@@ -647,7 +688,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if boosted {
         renice(0);
     }
-    let table = print_table(&rows);
+    let table = format!("host load average at start: {host_load} ({} host CPUs)\n{}", host_cpus(), print_table(&rows));
     println!(
         "\n== exabond bench{} ==\n{table}",
         if args.smoke { " (smoke: too few samples for real figures)" } else { "" }
@@ -656,6 +697,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "smoke": args.smoke,
         "kernels": kernels_run,
         "note": "VM under qemu TCG: absolute times are inflated; compare ratios",
+        "host_loadavg_at_start": host_load,
         "figures": rows.iter().map(|r| json!({ "id": r.id, "label": r.label, "shown": r.shown, "goal": r.goal, "met": r.met, "data": r.json })).collect::<Vec<_>>(),
         "problems": problems,
     });
@@ -670,6 +712,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("bench incomplete:\n  {}", problems.join("\n  "));
     }
     Ok(())
+}
+
+/// CPUs of the host.
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Host nice value of the VM during the bench.
@@ -721,4 +768,39 @@ pub fn smoke() -> anyhow::Result<PathBuf> {
         bail!("the smoke bench did not write {} and its SVG", p.display());
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_skip_failovers_without_a_kernel_time() {
+        let recs = vec![
+            json!({ "kernel_ns": 1_000, "reader_ns": 3_000, "netlink_ns": null }),
+            json!({ "kernel_ns": 0, "reader_ns": 9_000 }),
+        ];
+        assert_eq!(lat(&recs, "reader_ns"), vec![2.0]);
+        assert!(lat(&recs, "netlink_ns").is_empty());
+        let d = Dist::new(vec![3.0, 1.0, 2.0]);
+        assert_eq!((d.p(50.0), d.p(99.0), d.max()), (2.0, 3.0, 3.0));
+    }
+
+    #[test]
+    fn rows_carry_goals() {
+        let mut rows = Vec::new();
+        let mut curves = Vec::new();
+        let recs: Vec<Value> = (0..10)
+            .map(|i| {
+                json!({ "kind": "write", "source": "ebpf", "kernel_ns": 1_000, "reader_ns": 1_100 + i,
+                "page_ns": 1_050, "netlink_ns": 2_000 + i, "poll_ns": 5_000, "reader_stalled_ns": 0 })
+            })
+            .collect();
+        failover_rows("bpo", "default", &json!({ "cpus": 2, "failovers": recs }), &mut rows, &mut curves);
+        let first = rows.iter().find(|r| r.id == "bpo.failover.default.page_first").unwrap();
+        assert_eq!(first.met, Some(true));
+        let p50 = rows.iter().find(|r| r.id == "bpo.failover.default.page_over_netlink_p50").unwrap();
+        assert_eq!(p50.met, Some(true));
+        assert!(!curves.is_empty());
+    }
 }

@@ -138,3 +138,37 @@ pub fn bond_failovers(buf: &[u8]) -> Vec<u32> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One netlink message: header, ifinfomsg for `ifindex`, then `attrs` as (type, u32 value).
+    fn newlink(ty: u16, ifindex: u32, attrs: &[(u16, u32)]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + IFINFOMSG_LEN + attrs.len() * 8;
+        let mut m = Vec::with_capacity(len);
+        m.extend_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]); // flags, seq, pid
+        m.extend_from_slice(&[0; 4]); // family, pad, type
+        m.extend_from_slice(&ifindex.to_ne_bytes());
+        m.extend_from_slice(&[0; 8]); // flags, change
+        for (t, v) in attrs {
+            m.extend_from_slice(&8u16.to_ne_bytes());
+            m.extend_from_slice(&t.to_ne_bytes());
+            m.extend_from_slice(&v.to_ne_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn finds_bonding_failover_events_only() {
+        let mut buf = newlink(RTM_NEWLINK, 7, &[(4, 1500), (IFLA_EVENT, IFLA_EVENT_BONDING_FAILOVER)]);
+        buf.extend(newlink(RTM_NEWLINK, 8, &[(IFLA_EVENT, 1)])); // IFLA_EVENT_REBOOT
+        buf.extend(newlink(17, 9, &[(IFLA_EVENT, IFLA_EVENT_BONDING_FAILOVER)])); // RTM_DELLINK
+        buf.extend(newlink(RTM_NEWLINK, 10, &[]));
+        assert_eq!(bond_failovers(&buf), vec![7]);
+        // A truncated datagram is not read past its end.
+        assert_eq!(bond_failovers(&buf[..20]), Vec::<u32>::new());
+    }
+}
