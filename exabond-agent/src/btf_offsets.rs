@@ -56,6 +56,8 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         net_device_ifindex: member_offset(&vmlinux, "net_device", "ifindex")?,
         file_f_inode: member_offset(&vmlinux, "file", "f_inode")?,
         inode_i_ino: member_offset(&vmlinux, "inode", "i_ino")?,
+        inode_i_sb: member_offset(&vmlinux, "inode", "i_sb")?,
+        super_block_s_magic: member_offset(&vmlinux, "super_block", "s_magic")?,
         sock_sk_protocol: member_offset(&vmlinux, "sock", "sk_protocol")?,
         sk_buff_data: member_offset(&vmlinux, "sk_buff", "data")?,
         sk_buff_len: member_offset(&vmlinux, "sk_buff", "len")?,

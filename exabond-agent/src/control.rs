@@ -276,7 +276,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watch_streams_lags_and_ends() {
         use std::io::{BufRead as _, Write as _};
-        use std::sync::Mutex;
 
         use crate::agent_events::AgentEvent;
         use crate::enforcement::{Enforcement, Mode};
@@ -294,8 +293,12 @@ mod tests {
         let (conn, handle, _) = rtnetlink::new_connection().unwrap();
         tokio::spawn(conn);
         let shared = Arc::new(Shared {
-            publisher: Arc::new(Mutex::new(Publisher::new(dir.clone()))),
-            enforcement: Arc::new(Mutex::new(Enforcement::new(None, MemberPolicy::new(&[]), Mode::DetectAndRevert))),
+            publisher: Arc::new(crate::pi_mutex::PiMutex::new(Publisher::new(dir.clone()))),
+            enforcement: Arc::new(crate::pi_mutex::PiMutex::new(Enforcement::new(
+                None,
+                MemberPolicy::new(&[]),
+                Mode::DetectAndRevert,
+            ))),
             handle,
             page_dir: dir.clone(),
         });

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use aya::maps::{MapData, RingBuf};
 use exabond_common::event::Event;
 
+use crate::pi_mutex::PiMutex;
 use crate::publisher::Publisher;
 
 /// How often the thread checks for shutdown while idle.
@@ -51,7 +52,7 @@ pub enum Wait {
 pub fn spawn(
     mut events: RingBuf<MapData>,
     mut logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: Arc<Mutex<Publisher>>,
+    publisher: Arc<PiMutex<Publisher>>,
     stop: Arc<AtomicBool>,
     wait: Wait,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -98,7 +99,7 @@ fn wait_loop(
     ring_fd: std::os::fd::RawFd,
     ring: &Mutex<RingBuf<MapData>>,
     mut logger: Option<&mut aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: &Mutex<Publisher>,
+    publisher: &PiMutex<Publisher>,
     stop: &AtomicBool,
 ) {
     let mut fds = vec![libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 }];
@@ -142,14 +143,14 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Apply one ring buffer record.
-fn handle(item: &[u8], publisher: &Mutex<Publisher>) {
+fn handle(item: &[u8], publisher: &PiMutex<Publisher>) {
     match Event::decode(item) {
         Ok(Event::Failover(ev)) => {
-            let mut p = publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut p = publisher.lock();
             p.on_failover(&ev);
         }
         Ok(Event::Veto(v)) => {
-            let mut p = publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut p = publisher.lock();
             p.count_veto(v.bond_ifindex);
             p.emit(veto_event(&v));
             drop(p);
@@ -170,7 +171,7 @@ fn handle(item: &[u8], publisher: &Mutex<Publisher>) {
 fn busy_poll(
     events: &mut RingBuf<MapData>,
     mut logger: Option<&mut aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: &Mutex<Publisher>,
+    publisher: &PiMutex<Publisher>,
     stop: &AtomicBool,
     cpu: Option<usize>,
 ) {

@@ -1,5 +1,6 @@
 //! `exabond`: the agent and its command line.
 
+mod active_check;
 mod agent_events;
 mod bond_view;
 mod btf_offsets;
@@ -16,6 +17,7 @@ mod manage;
 mod metrics;
 mod netlink;
 mod page_state;
+mod pi_mutex;
 mod policy;
 mod publisher;
 mod snapshot_json;

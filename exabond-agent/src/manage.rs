@@ -8,6 +8,7 @@ use rtnetlink::Handle;
 
 use crate::bond_view::{self, BondView};
 use crate::enforcement::Enforcement;
+use crate::pi_mutex::{PiMutex, PiMutexGuard};
 use crate::policy::{check_manage, ManageError};
 use crate::publisher::Publisher;
 
@@ -16,19 +17,64 @@ pub const EXIT_INTERNAL: u8 = 1;
 
 /// What the agent shares between its tasks.
 pub struct Shared {
-    /// Pages.
-    pub publisher: Arc<Mutex<Publisher>>,
+    /// Pages. A priority-inheritance lock: the real-time eBPF event waiters take it too.
+    pub publisher: Arc<PiMutex<Publisher>>,
     /// Policy state and maps.
-    pub enforcement: Arc<Mutex<Enforcement>>,
+    pub enforcement: Arc<PiMutex<Enforcement>>,
     /// rtnetlink requests.
     pub handle: Handle,
     /// Directory of the pages.
     pub page_dir: std::path::PathBuf,
 }
 
+/// A lock [`lock`] can take: std's mutex or the priority-inheritance one.
+pub trait Lock {
+    /// The guarded value.
+    type Target;
+    /// What holding the lock gives.
+    type Guard<'a>: std::ops::DerefMut<Target = Self::Target>
+    where
+        Self: 'a;
+    /// Take the lock.
+    fn acquire(&self) -> Self::Guard<'_>;
+}
+
+impl<T> Lock for Mutex<T> {
+    type Target = T;
+    type Guard<'a>
+        = MutexGuard<'a, T>
+    where
+        T: 'a;
+    fn acquire(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<T> Lock for PiMutex<T> {
+    type Target = T;
+    type Guard<'a>
+        = PiMutexGuard<'a, T>
+    where
+        T: 'a;
+    fn acquire(&self) -> PiMutexGuard<'_, T> {
+        self.lock()
+    }
+}
+
+impl<L: Lock> Lock for Arc<L> {
+    type Target = L::Target;
+    type Guard<'a>
+        = L::Guard<'a>
+    where
+        L: 'a;
+    fn acquire(&self) -> L::Guard<'_> {
+        (**self).acquire()
+    }
+}
+
 /// Lock, ignoring poisoning (every critical section leaves the state consistent).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+pub fn lock<L: Lock>(m: &L) -> L::Guard<'_> {
+    m.acquire()
 }
 
 /// A refused or failed control request: message and exit code.

@@ -1,5 +1,6 @@
 //! rtnetlink: link dumps (initial state, poll backstop) and the link notification listener.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use exabond_common::page::ChangeSource;
 
+use crate::active_check::ActiveFiles;
 use crate::bond_view::{controller, BondView};
 use crate::manage::{lock, Shared};
 use crate::publisher::ViewOutcome;
@@ -159,31 +161,22 @@ fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
 /// (member link states and counters change without a failover).
 const FULL_REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-/// Whether every managed bond's kernel `active_slave` (sysfs: one small read, no dump) matches its page.
-fn actives_match(shared: &Shared) -> bool {
-    let pages = lock(&shared.publisher).pages();
-    pages.iter().all(|d| {
-        let path = format!("/sys/class/net/{}/bonding/active_slave", d.bond_name());
-        match std::fs::read_to_string(path) {
-            Ok(k) => k.trim() == d.active_name().unwrap_or(""),
-            Err(_) => false, // renamed or gone: let the full refresh sort it out
-        }
-    })
-}
-
 /// The poll backstop: every MIN(miimon, arp_interval) of the managed bonds (200 ms by default, or
 /// `override_ms`), compare each bond's active slave (sysfs) with its page, re-read everything over
 /// rtnetlink when one differs (or every [`FULL_REFRESH_EVERY`]), and refresh the heartbeat. The cheap check
-/// keeps the agent's idle cost low with many bonds polled every 10 ms.
+/// ([`ActiveFiles`]: one pread(2) per bond) keeps the agent's idle cost low with many bonds polled every
+/// 10 ms.
 pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: CancellationToken) {
     let mut last_full = std::time::Instant::now();
+    let mut files = ActiveFiles::new(Path::new("/sys/class/net"));
     loop {
         let ms = override_ms.unwrap_or_else(|| lock(&shared.publisher).poll_interval_ms()).max(1);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
         }
-        if last_full.elapsed() >= FULL_REFRESH_EVERY || !actives_match(&shared) {
+        let actives = lock(&shared.publisher).actives();
+        if last_full.elapsed() >= FULL_REFRESH_EVERY || !files.all_match(&actives) {
             last_full = std::time::Instant::now();
             if let Err(e) = refresh(&shared, ChangeSource::Poll).await {
                 tracing::warn!("poll: rtnetlink dump failed: {e}");

@@ -106,6 +106,18 @@ impl Publisher {
         self.bonds.values().map(|m| *m.writer.current()).collect()
     }
 
+    /// Bond ifindex, bond name and active slave name of every page (for the poll's cheap check).
+    #[must_use]
+    pub fn actives(&self) -> Vec<crate::active_check::PageActive> {
+        self.bonds
+            .iter()
+            .map(|(&i, m)| {
+                let d = m.writer.current();
+                (i, d.bond_name, d.active_name)
+            })
+            .collect()
+    }
+
     /// Mark a device as refused (or not) by the member policy.
     pub fn set_forbidden(&mut self, ifindex: u32, forbidden: bool) {
         if forbidden {

@@ -4,6 +4,7 @@
 //!   `legacy_word/atomic_load_acquire`: a bare `AtomicU32::load(Acquire)` of the same word of the same
 //!   file (through a second read-only mapping of it), the floor any reader pays;
 //! - `snapshot/uncontended`: [`PageReader::snapshot`] with no writer;
+//! - `snapshot/into_buffer`: [`PageReader::snapshot_into`] (into a buffer the caller keeps) with no writer;
 //! - `snapshot/writer_full_rate`: the same while a writer thread on another core publishes back to back
 //!   (the bench thread and the writer are pinned to different CPUs when there are two). The number of
 //!   `ReadError::Inconsistent` results (retries exhausted) is printed after it.
@@ -74,6 +75,8 @@ fn reader_benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("snapshot");
     g.bench_function("uncontended", |b| b.iter(|| black_box(r.snapshot())));
+    let mut buf = PageData::new("", 0, 0);
+    g.bench_function("into_buffer", |b| b.iter(|| black_box(r.snapshot_into(black_box(&mut buf)))));
 
     // A writer publishing back to back on the other CPU.
     let stop = Arc::new(AtomicBool::new(false));

@@ -21,6 +21,10 @@ pub struct KernelOffsets {
     pub file_f_inode: u32,
     /// `struct inode.i_ino` (`unsigned long`).
     pub inode_i_ino: u32,
+    /// `struct inode.i_sb` (`struct super_block *`).
+    pub inode_i_sb: u32,
+    /// `struct super_block.s_magic` (`unsigned long`).
+    pub super_block_s_magic: u32,
     /// `struct sock.sk_protocol` (`u16`).
     pub sock_sk_protocol: u32,
     /// `struct sk_buff.data` (`unsigned char *`).

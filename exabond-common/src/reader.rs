@@ -150,7 +150,27 @@ impl PageReader {
     /// [`ReadError::Inconsistent`] after [`SNAPSHOT_RETRIES`] failed attempts; never a torn value.
     #[inline]
     pub fn snapshot(&self) -> Result<PageData, ReadError> {
-        self.snapshot_with_seq().map(|(_, d)| d)
+        let mut data = core::mem::MaybeUninit::<PageData>::uninit();
+        // SAFETY: `data` is writable storage for one PageData.
+        unsafe { self.read_raw(data.as_mut_ptr()) }?;
+        // SAFETY: a successful read wrote every word, and any bits are a valid PageData.
+        Ok(unsafe { data.assume_init() })
+    }
+
+    /// The retry loop: the sequence of the first consistent copy written to `out`.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of one `PageData` (it may be uninitialised).
+    #[inline(always)]
+    unsafe fn read_raw(&self, out: *mut PageData) -> Result<u64, ReadError> {
+        for _ in 0..SNAPSHOT_RETRIES {
+            // SAFETY: forwarded from the caller.
+            if let Some(seq) = unsafe { self.raw.try_read_into(out) } {
+                return Ok(seq);
+            }
+            core::hint::spin_loop();
+        }
+        Err(ReadError::Inconsistent)
     }
 
     /// Like [`Self::snapshot`], with the sequence number the copy was taken at.
@@ -158,13 +178,22 @@ impl PageReader {
     /// # Errors
     /// As [`Self::snapshot`].
     pub fn snapshot_with_seq(&self) -> Result<(u64, PageData), ReadError> {
-        for _ in 0..SNAPSHOT_RETRIES {
-            if let Some(v) = self.raw.try_read() {
-                return Ok(v);
-            }
-            core::hint::spin_loop();
-        }
-        Err(ReadError::Inconsistent)
+        let mut data = core::mem::MaybeUninit::<PageData>::uninit();
+        // SAFETY: `data` is writable storage for one PageData.
+        let seq = unsafe { self.read_raw(data.as_mut_ptr()) }?;
+        // SAFETY: a successful read wrote every word, and any bits are a valid PageData.
+        Ok((seq, unsafe { data.assume_init() }))
+    }
+
+    /// A consistent copy of the block into `out` (a buffer the caller keeps: no 520-byte value to move),
+    /// returning the sequence it was taken at. The fastest full read.
+    ///
+    /// # Errors
+    /// As [`Self::snapshot`]; `out` then holds an unspecified (but valid) value.
+    #[inline]
+    pub fn snapshot_into(&self, out: &mut PageData) -> Result<u64, ReadError> {
+        // SAFETY: `out` is a live, writable PageData.
+        unsafe { self.read_raw(out) }
     }
 
     /// Nanoseconds since the agent's last heartbeat in `data` (0 if it is in the future).

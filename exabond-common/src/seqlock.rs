@@ -22,6 +22,8 @@ const _: () = assert!(core::mem::size_of::<SlaveRecord>() % 8 == 0);
 /// First word after the slave table.
 const TAIL_WORDS_START: usize = HEAD_WORDS + MAX_SLAVES * SLAVE_WORDS;
 const _: () = assert!(TAIL_WORDS_START <= DATA_WORDS);
+const _: () = assert!(core::mem::size_of::<PageData>() == DATA_WORDS * 8);
+const _: () = assert!(core::mem::align_of::<PageData>() == 8);
 
 /// Atomic views over one mapped page. Holds a raw pointer; the owner keeps the mapping alive.
 #[derive(Clone, Copy)]
@@ -58,42 +60,83 @@ impl RawPage {
         unsafe { &*self.base.add(DATA_OFFSET).cast::<[AtomicU64; DATA_WORDS]>() }
     }
 
-    /// One attempt at a consistent copy: `None` if the writer was active or the copy was torn.
+    /// One attempt at a consistent copy into `out`: the sequence it was taken at, or `None` if the writer
+    /// was active or the copy was torn (then `out` holds a mix of two versions: valid bits, wrong meaning).
+    /// Every word of `out` is written when this returns `Some`.
+    ///
+    /// One pass, straight into the destination (no staging buffer, no second copy): the fixed part, the
+    /// listed slave records, zeros for the unlisted slots (not read from the page), then the tail. A
+    /// 2-member bond loads 29 words instead of 65.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of one `PageData` (it may be uninitialised).
     #[inline]
-    pub(crate) fn try_read(&self) -> Option<(u64, PageData)> {
+    pub(crate) unsafe fn try_read_into(&self, out: *mut PageData) -> Option<u64> {
         let s1 = self.seq().load(Ordering::Acquire);
         if s1 & 1 != 0 {
             return None;
         }
-        // Copy the fixed part, then only the listed slave records (unused slots are all-zero on the page
-        // and stay zero in `buf`), then the tail: a 2-member bond copies 29 words instead of 65.
-        let mut buf = [0u64; DATA_WORDS];
         let words = self.words();
-        for i in 0..HEAD_WORDS {
-            buf[i] = words[i].load(Ordering::Relaxed);
+        let dst = out.cast::<u64>();
+        let put = |i: usize, v: u64| {
+            debug_assert!(i < DATA_WORDS);
+            // SAFETY: `out` is writable (caller); PageData is DATA_WORDS u64 words, 8-aligned, with no padding
+            // and valid for any bits (asserted above and in page.rs), and every `i` passed is < DATA_WORDS.
+            unsafe { dst.add(i).write(v) };
+        };
+        let mut count_word = 0;
+        for (i, w) in words.iter().enumerate().take(HEAD_WORDS) {
+            let v = w.load(Ordering::Relaxed);
+            if i == SLAVE_COUNT_WORD {
+                count_word = v;
+            }
+            put(i, v);
         }
-        let w = buf[SLAVE_COUNT_WORD];
-        let count = if cfg!(target_endian = "little") { (w >> 32) as usize } else { (w & 0xffff_ffff) as usize };
+        let count = if cfg!(target_endian = "little") {
+            (count_word >> 32) as usize
+        } else {
+            (count_word & 0xffff_ffff) as usize
+        };
         let end = HEAD_WORDS + count.min(MAX_SLAVES) * SLAVE_WORDS;
-        for i in (HEAD_WORDS..end).chain(TAIL_WORDS_START..DATA_WORDS) {
-            buf[i] = words[i].load(Ordering::Relaxed);
+        for (i, w) in words.iter().enumerate().take(end).skip(HEAD_WORDS) {
+            put(i, w.load(Ordering::Relaxed));
+        }
+        for i in end..TAIL_WORDS_START {
+            put(i, 0);
+        }
+        for (i, w) in words.iter().enumerate().skip(TAIL_WORDS_START) {
+            put(i, w.load(Ordering::Relaxed));
         }
         fence(Ordering::Acquire);
         let s2 = self.seq().load(Ordering::Relaxed);
-        (s1 == s2).then(|| (s1, PageData::from_words(&buf)))
+        (s1 == s2).then_some(s1)
     }
 
     /// Publish `data` (single writer only): seq odd, block, seq even, then the legacy word.
     pub(crate) fn write(&self, data: &PageData) {
+        self.write_over(data, None);
+    }
+
+    /// Publish `data` over `previous`, what this writer last published (single writer only): only the
+    /// words that differ are stored, so the cache lines a publication does not change (a heartbeat changes
+    /// one word; the slave table rarely changes) stay valid in the readers' caches. `None` stores all.
+    pub(crate) fn write_over(&self, data: &PageData, previous: Option<&PageData>) {
         let seq = self.seq();
         let s = seq.load(Ordering::Relaxed);
         let s = s + (s & 1); // recover from a writer that died mid-update
         seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        for (dst, src) in self.words().iter().zip(data.to_words()) {
-            dst.store(src, Ordering::Relaxed);
+        let new = data.to_words();
+        let old = previous.map(PageData::to_words);
+        for (i, (dst, src)) in self.words().iter().zip(new).enumerate() {
+            if old.is_none_or(|o| o[i] != src) {
+                dst.store(src, Ordering::Relaxed);
+            }
         }
         seq.store(s + 2, Ordering::Release);
-        self.legacy().store(data.legacy_word, Ordering::Release);
+        // The word hot loops poll: left alone (its cache line undisturbed) unless it changes.
+        if previous.is_none_or(|p| p.legacy_word != data.legacy_word) {
+            self.legacy().store(data.legacy_word, Ordering::Release);
+        }
     }
 }

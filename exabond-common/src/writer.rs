@@ -96,9 +96,10 @@ impl PageWriter {
         &self.current
     }
 
-    /// Publish a new block (and its legacy word).
+    /// Publish a new block (and its legacy word). Only the words that changed since the last publication
+    /// are stored (this writer is the page's only one, so `current` is what the page holds).
     pub fn publish(&mut self, data: &PageData) {
-        self.raw.write(data);
+        self.raw.write_over(data, Some(&self.current));
         self.current = *data;
     }
 

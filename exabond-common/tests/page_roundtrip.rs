@@ -72,6 +72,36 @@ fn reader_sees_what_writer_publishes() {
     assert!(matches!(PageReader::open_in(&dir, "bond0"), Err(ReadError::Open { .. })));
 }
 
+/// The writer stores only the words that changed: after any sequence of publications the file holds
+/// exactly the last block, byte for byte, and readers see it.
+#[test]
+fn partial_publications_leave_exactly_the_last_block() {
+    let dir = tmpdir("partial");
+    let mut w = PageWriter::create(&dir, "bond0", &block(1)).unwrap();
+    let r = PageReader::open_in(&dir, "bond0").unwrap();
+    let mut heartbeat_only = block(1);
+    heartbeat_only.heartbeat_mono_ns = 42;
+    let mut fewer_slaves = block(2);
+    fewer_slaves.slave_count = 2;
+    for s in &mut fewer_slaves.slaves[2..] {
+        *s = SlaveRecord::EMPTY;
+    }
+    let steps = [heartbeat_only, block(2), fewer_slaves, block(2), block(1), heartbeat_only, block(1)];
+    for d in &steps {
+        w.publish(d);
+        assert_eq!(r.snapshot().unwrap(), *d);
+        assert_eq!(r.legacy_word(), d.legacy_word);
+        let bytes = std::fs::read(w.path()).unwrap();
+        let words = d.to_words();
+        for (i, word) in words.iter().enumerate() {
+            let at = page::DATA_OFFSET + i * 8;
+            assert_eq!(u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap()), *word, "word {i}");
+        }
+        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), d.legacy_word);
+    }
+    w.retire_and_remove().unwrap();
+}
+
 #[test]
 fn reader_refuses_what_is_not_a_page() {
     let dir = tmpdir("bad");

@@ -12,6 +12,30 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
 }
 
+/// One field of the load-time offsets: a single load from the frozen read-only global, which the verifier
+/// reads as a known constant (so a pointer plus this offset is still checked against BTF).
+macro_rules! offset {
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: a plain static; userspace rewrote its bytes before load.
+        let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
+        v
+    }};
+}
+pub(crate) use offset;
+
+/// Load a `T` at `base + off` where `base` is a BTF-typed kernel pointer (an LSM hook argument, or a pointer
+/// field loaded from one this way) and `off` comes from [`offset!`]. The verifier checks the access against
+/// the kernel's BTF and turns it into a fault-safe load: no helper call, which matters on hot hooks.
+///
+/// # Safety
+/// Only for BTF-typed pointers; anything else is rejected by the verifier at load time.
+#[inline(always)]
+pub unsafe fn load_btf<T: Copy>(base: u64, off: u32) -> T {
+    // SAFETY: see above; the kernel makes a faulting load read zero.
+    unsafe { core::ptr::read((base + u64::from(off)) as *const T) }
+}
+
 /// Read a `T` from kernel memory at `addr`.
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Result<T, i64> {

@@ -10,7 +10,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use exabond_common::event::VetoWhat;
 use exabond_common::policy_maps::{ENODEV, EOPNOTSUPP};
 
-use crate::kernel::{offsets, read, read_ptr};
+use crate::kernel::{load_btf, offset, offsets, read, read_ptr};
 use crate::veto::veto;
 use crate::{MANAGED_BONDS, VERDICT_BY_IFINDEX};
 
@@ -64,13 +64,15 @@ pub fn netlink_send(ctx: LsmContext) -> i32 {
 }
 
 fn try_netlink_send(ctx: &LsmContext) -> Result<u32, i64> {
-    let o = offsets();
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
-    let proto: u16 = read(sk + u64::from(o.sock_sk_protocol))?;
+    // SAFETY: `sk` is the hook's BTF-typed argument. One checked load, no helper, lets every other
+    // netlink family go.
+    let proto: u16 = unsafe { load_btf(sk, offset!(sock_sk_protocol)) };
     if proto != NETLINK_ROUTE {
         return Ok(0);
     }
+    let o = offsets();
     let data = read_ptr(skb, o.sk_buff_data)?;
     let len: u32 = read(skb + u64::from(o.sk_buff_len))?;
     let mut off: u32 = 0;

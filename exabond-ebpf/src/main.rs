@@ -31,6 +31,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     net_device_ifindex: 0,
     file_f_inode: 0,
     inode_i_ino: 0,
+    inode_i_sb: 0,
+    super_block_s_magic: 0,
     sock_sk_protocol: 0,
     sk_buff_data: 0,
     sk_buff_len: 0,

@@ -213,7 +213,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         let reader = PageReader::open_in(Path::new(PAGE_DIR), "edel")?;
         let t = std::time::Instant::now();
         write_sysfs("/sys/class/net/bonding_masters", "-edel")?;
-        ensure!(t.elapsed() < Duration::from_secs(5), "deleting took {:?}", t.elapsed());
+        ensure!(t.elapsed() < crate::lab::scaled(Duration::from_secs(5)), "deleting took {:?}", t.elapsed());
         wait_for("edel's page to go", Duration::from_secs(5), || {
             (!Path::new(PAGE_DIR).join("exabond-edel").exists()).then_some(())
         })?;

@@ -27,8 +27,18 @@ pub fn read_sysfs(path: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(path).with_context(|| format!("read {path}"))?.trim().to_owned())
 }
 
-/// Poll `f` every 10 ms until it returns `Some`, or fail after `timeout` saying `what`.
+/// `d` times the suite's timeout scale: `EXABOND_E2E_TIMEOUT_SCALE` (default 3). The guest is emulated
+/// (TCG) and runs several times slower when the host is busy; a generous limit costs nothing when the
+/// awaited condition comes true early, and every limit stays finite, so a real hang still fails.
+pub fn scaled(d: Duration) -> Duration {
+    let k = std::env::var("EXABOND_E2E_TIMEOUT_SCALE").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(3);
+    d * k.max(1)
+}
+
+/// Poll `f` every 10 ms until it returns `Some`, or fail after `timeout` (scaled, see [`scaled`]) saying
+/// `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let timeout = scaled(timeout);
     let start = Instant::now();
     loop {
         if let Some(v) = f() {

@@ -37,15 +37,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // Default members: the eBPF crate is built for its own target by the agent's build.rs, not for the host.
     run_cmd(cargo().arg("test"))?;
     let runs = e2e(&args.kernel)?;
-    report(&runs);
     let (p, f) = runs.iter().fold((0, 0), |(p, f), r| {
         let (rp, rf) = r.counts.unwrap_or((0, 1));
         (p + rp, f + rf + u32::from(r.rc != 0 && rf == 0))
     });
-    println!("vm: {p} passed, {f} failed");
     // The benches must keep working (one more VM boot, bpo): a smoke run that has to write its JSON;
     // timing goals are never asserted.
     let smoke = crate::bench::smoke();
+    // The verdicts come last, so the tail of a long CI log names what failed.
+    report(&runs);
+    println!("vm: {p} passed, {f} failed");
     match &smoke {
         Ok(p) => println!("bench smoke: ok ({})", p.display()),
         Err(e) => println!("bench smoke: FAILED: {e:#}"),

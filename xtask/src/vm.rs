@@ -88,6 +88,16 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
         }
         crate::cargo::run_cmd(&mut cc)?;
     }
+    // The suite's timeout scale (tests/src/lab.rs) reaches the guest through its script.
+    let scale = match std::env::var("EXABOND_E2E_TIMEOUT_SCALE") {
+        Ok(v) => {
+            let k: u32 = v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("EXABOND_E2E_TIMEOUT_SCALE={v:?}: expected a whole number such as 3"))?;
+            format!("export EXABOND_E2E_TIMEOUT_SCALE={k}\n")
+        }
+        Err(_) => String::new(),
+    };
     for (name, mode) in [
         ("e2e-test.sh", "test"),
         ("e2e-nolsm.sh", "test-nolsm"),
@@ -97,7 +107,7 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
     ] {
         std::fs::write(
             dir.join(name),
-            format!("#!/bin/sh\n# Written by cargo xtask; runs in the guest.\ncd \"$(dirname \"$0\")\"\nexec ./exabond-e2e {mode} --exabond \"$PWD/exabond\"\n"),
+            format!("#!/bin/sh\n# Written by cargo xtask; runs in the guest.\ncd \"$(dirname \"$0\")\"\n{scale}exec ./exabond-e2e {mode} --exabond \"$PWD/exabond\"\n"),
         )?;
     }
     Ok(dir)

@@ -10,7 +10,7 @@
 #
 # <kernel> is `bpo` (Debian bookworm-backports, 6.12.x) or `stable` (Debian bookworm, 6.1.x).
 # Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
-# TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 900),
+# TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 1800),
 # TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror).
 set -euo pipefail
 
@@ -212,7 +212,7 @@ boot() { # <flavour> <hostdir> <append>
     V=$(kver "$F")
     smp=${TB_SMP:-$(nproc)}; [ "$smp" -gt 4 ] && smp=4
     # shellcheck disable=SC2046
-    timeout --foreground -k 5 "${TB_TIMEOUT:-900}" qemu-system-x86_64 \
+    timeout --foreground -k 5 "${TB_TIMEOUT:-1800}" qemu-system-x86_64 \
         -nodefaults -no-user-config -no-reboot -display none -serial stdio -monitor none \
         $(accel_args) -m "${TB_MEM:-2048}" -smp "$smp" \
         -kernel "$(kdir "$F")/boot/vmlinuz-$V" -initrd "$C/initrd-$F.gz" \

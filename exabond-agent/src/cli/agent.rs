@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -138,8 +138,12 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     });
 
     let shared = Arc::new(Shared {
-        publisher: Arc::new(Mutex::new(Publisher::new(cfg.page_dir.clone()))),
-        enforcement: Arc::new(Mutex::new(Enforcement::new(maps, MemberPolicy::new(&cfg.member_drivers), mode))),
+        publisher: Arc::new(crate::pi_mutex::PiMutex::new(Publisher::new(cfg.page_dir.clone()))),
+        enforcement: Arc::new(crate::pi_mutex::PiMutex::new(Enforcement::new(
+            maps,
+            MemberPolicy::new(&cfg.member_drivers),
+            mode,
+        ))),
         handle: handle.clone(),
         page_dir: cfg.page_dir.clone(),
     });

@@ -2,6 +2,9 @@
 //! bytes to a tmpfs file (the `file_permission` hook runs for every write) and of open(2)+close(2), timed
 //! in three states, rotated over several rounds so drift of the emulated machine hits all of them:
 //! - `agent`: the agent running, managing a bond (programs attached, its poll and heartbeat running);
+//! - `agent_nolsm`: the same agent started with `--no-lsm` (same poll, heartbeat and kprobes, no LSM
+//!   program): `agent` / `agent_nolsm` is the LSM programs' cost with the agent's background activity on
+//!   both sides (under TCG that activity alone slows the other vCPU: cross-CPU TLB flushes stop all vCPUs);
 //! - `pins`: the agent stopped without `--release` (programs still attached through their pins, no agent
 //!   process): the programs' own cost;
 //! - `none`: pins removed (what `--release` does): no exabond program attached.
@@ -31,6 +34,9 @@ pub struct Sizes {
     pub ops: usize,
 }
 
+/// ns per call of each batch of one state: write(2), pread(2), open(2)+close(2).
+type Batches = (Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// ns per write(2) of each batch.
 fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
     let c = CString::new(FILE)?;
@@ -48,6 +54,33 @@ fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
         for _ in 0..s.ops {
             // SAFETY: valid buffer of 8 bytes, our fd.
             let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            debug_assert_eq!(n, 8);
+        }
+        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
+    }
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    Ok(out)
+}
+
+/// ns per pread(2) of 8 bytes of each batch. The write hook's program returns at its first test for a
+/// read (`mask` has no MAY_WRITE), so the overhead here is the BPF LSM's fixed cost per call (the
+/// trampoline), and write − read is what the program's own body costs.
+fn reads(s: Sizes) -> anyhow::Result<Vec<f64>> {
+    let c = CString::new(FILE)?;
+    // SAFETY: valid C string; plain open(2).
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
+    anyhow::ensure!(fd >= 0, "open {FILE}: {}", std::io::Error::last_os_error());
+    let mut buf = [0x5au8; 8];
+    // SAFETY: our fd and an 8-byte buffer: the file has something to read.
+    let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) };
+    anyhow::ensure!(n == 8, "pwrite {FILE}: {}", std::io::Error::last_os_error());
+    let mut out = Vec::with_capacity(s.batches);
+    for _ in 0..s.batches {
+        let t = monotonic_ns();
+        for _ in 0..s.ops {
+            // SAFETY: valid buffer of 8 bytes, our fd.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
             debug_assert_eq!(n, 8);
         }
         out.push((monotonic_ns() - t) as f64 / s.ops as f64);
@@ -75,8 +108,10 @@ fn opens(s: Sizes) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Whether the write hook's program is attached (its link is pinned; the maps are pinned in every state
+/// but `none`).
 fn lsm_attached() -> bool {
-    Path::new(exabond_common::policy_maps::PIN_DIR).exists()
+    Path::new(exabond_common::policy_maps::PIN_DIR).join("link-file_permission").exists()
 }
 
 /// The batches of each state, per loop.
@@ -84,13 +119,14 @@ pub fn run(exabond: &Path, s: Sizes) -> anyhow::Result<Value> {
     let lsm = crate::lab::read_sysfs("/sys/kernel/security/lsm").unwrap_or_default();
     anyhow::ensure!(lsm.split(',').any(|x| x == "bpf"), "the BPF LSM is not active ({lsm}): nothing to measure");
     let _bond = Bond::create(BOND, 2)?;
-    let mut res: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut res: BTreeMap<&str, Batches> = BTreeMap::new();
     let mut measure = |state: &'static str| -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(300));
-        let (w, o) = (writes(s)?, opens(s)?);
+        let (w, r, o) = (writes(s)?, reads(s)?, opens(s)?);
         let e = res.entry(state).or_default();
         e.0.extend(w);
-        e.1.extend(o);
+        e.1.extend(r);
+        e.2.extend(o);
         Ok(())
     };
     for round in 0..s.rounds {
@@ -99,6 +135,12 @@ pub fn run(exabond: &Path, s: Sizes) -> anyhow::Result<Value> {
             anyhow::ensure!(!lsm_attached(), "pins present before the `none` state");
             measure("none")?;
         }
+        let mut plain = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &["--no-lsm"])?;
+        anyhow::ensure!(!lsm_attached(), "an agent started with --no-lsm attached LSM programs");
+        measure("agent_nolsm")?;
+        let st = plain.terminate(Duration::from_secs(20))?;
+        anyhow::ensure!(st.success(), "agent (--no-lsm) exit {st}");
+        super::clear_pins();
         let mut agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])?;
         anyhow::ensure!(lsm_attached(), "the agent attached no LSM program");
         measure("agent")?;
@@ -115,9 +157,14 @@ pub fn run(exabond: &Path, s: Sizes) -> anyhow::Result<Value> {
     let _ = std::fs::remove_file(FILE);
     let med = |v: &[f64]| super::percentile(&mut v.to_vec(), 50.0);
     let mut doc = serde_json::Map::new();
-    for (state, (w, o)) in &res {
-        println!("E2E BENCH   {state:<5}: write(2) {:.0} ns, open+close {:.0} ns", med(w), med(o));
-        doc.insert((*state).to_owned(), json!({ "write_ns": w, "open_close_ns": o }));
+    for (state, (w, r, o)) in &res {
+        println!(
+            "E2E BENCH   {state:<11}: write(2) {:.0} ns, pread(2) {:.0} ns, open+close {:.0} ns",
+            med(w),
+            med(r),
+            med(o)
+        );
+        doc.insert((*state).to_owned(), json!({ "write_ns": w, "read_ns": r, "open_close_ns": o }));
     }
     Ok(json!({ "ops_per_batch": s.ops, "rounds": s.rounds, "states": doc }))
 }
