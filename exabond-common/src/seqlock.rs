@@ -121,15 +121,24 @@ impl RawPage {
     /// words that differ are stored, so the cache lines a publication does not change (a heartbeat changes
     /// one word; the slave table rarely changes) stay valid in the readers' caches. `None` stores all.
     pub(crate) fn write_over(&self, data: &PageData, previous: Option<&PageData>) {
+        // Which words to store, worked out before the sequence goes odd so the window in which readers
+        // must retry holds nothing but the stores.
+        const _: () = assert!(DATA_WORDS <= 128);
+        let new = data.to_words();
+        let changed: u128 = match previous {
+            Some(p) => {
+                let old = p.to_words();
+                (0..DATA_WORDS).filter(|&i| old[i] != new[i]).fold(0, |m, i| m | (1u128 << i))
+            }
+            None => u128::MAX,
+        };
         let seq = self.seq();
         let s = seq.load(Ordering::Relaxed);
         let s = s + (s & 1); // recover from a writer that died mid-update
         seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        let new = data.to_words();
-        let old = previous.map(PageData::to_words);
         for (i, (dst, src)) in self.words().iter().zip(new).enumerate() {
-            if old.is_none_or(|o| o[i] != src) {
+            if changed & (1u128 << i) != 0 {
                 dst.store(src, Ordering::Relaxed);
             }
         }

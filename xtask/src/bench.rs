@@ -473,6 +473,21 @@ fn reader_rows(smoke: bool, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .goal("≤ 50 ns", contended <= 50.0)
         .data(json!({ "ns": contended })),
     );
+    if let Ok(v) = std::fs::read(dir.join("contention.json")).map_err(anyhow::Error::from).and_then(|b| {
+        let v: Value = serde_json::from_slice(&b)?;
+        Ok(v)
+    }) {
+        let (calls, failed) = (v["snapshot_calls"].as_u64().unwrap_or(0), v["inconsistent"].as_u64().unwrap_or(0));
+        let rate = v["publications"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(f64::NAN) / 1e6;
+        rows.push(
+            Row::new(
+                "host.reader.snapshot_writer_gave_up",
+                "reader: snapshot() calls that gave up (ReadError::Inconsistent) against that writer",
+                format!("{failed} of {calls}  (writer at {rate:.1} M publications/s)"),
+            )
+            .data(v),
+        );
+    }
     Ok(())
 }
 
