@@ -8,7 +8,9 @@
 //! control socket's `pitfalls` request (`exabond status` shows it).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::pi_mutex::PiMutex;
 use std::time::Duration;
 
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -108,7 +110,7 @@ pub fn detect(links: &[LinkMessage], managed: &[u32]) -> Vec<Pitfall> {
 /// The current pitfalls, shared between [`watch`] and the control socket.
 #[derive(Default)]
 pub struct Tracker {
-    current: Mutex<Vec<Pitfall>>,
+    current: PiMutex<Vec<Pitfall>>,
 }
 
 impl Tracker {

@@ -1,7 +1,7 @@
 //! Placing bonds under management and removing them: the operations behind `--bond`, the control socket's
 //! `+bond` / `-bond`, and re-adoption after a restart.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use netlink_packet_route::link::LinkMessage;
 use rtnetlink::Handle;
@@ -27,54 +27,9 @@ pub struct Shared {
     pub page_dir: std::path::PathBuf,
 }
 
-/// A lock [`lock`] can take: std's mutex or the priority-inheritance one.
-pub trait Lock {
-    /// The guarded value.
-    type Target;
-    /// What holding the lock gives.
-    type Guard<'a>: std::ops::DerefMut<Target = Self::Target>
-    where
-        Self: 'a;
-    /// Take the lock.
-    fn acquire(&self) -> Self::Guard<'_>;
-}
-
-impl<T> Lock for Mutex<T> {
-    type Target = T;
-    type Guard<'a>
-        = MutexGuard<'a, T>
-    where
-        T: 'a;
-    fn acquire(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl<T> Lock for PiMutex<T> {
-    type Target = T;
-    type Guard<'a>
-        = PiMutexGuard<'a, T>
-    where
-        T: 'a;
-    fn acquire(&self) -> PiMutexGuard<'_, T> {
-        self.lock()
-    }
-}
-
-impl<L: Lock> Lock for Arc<L> {
-    type Target = L::Target;
-    type Guard<'a>
-        = L::Guard<'a>
-    where
-        L: 'a;
-    fn acquire(&self) -> L::Guard<'_> {
-        (**self).acquire()
-    }
-}
-
-/// Lock, ignoring poisoning (every critical section leaves the state consistent).
-pub fn lock<L: Lock>(m: &L) -> L::Guard<'_> {
-    m.acquire()
+/// Lock one of the agent's shared structures (a priority-inheritance mutex, see [`PiMutex`]).
+pub fn lock<T>(m: &PiMutex<T>) -> PiMutexGuard<'_, T> {
+    m.lock()
 }
 
 /// A refused or failed control request: message and exit code.
