@@ -16,7 +16,7 @@ pub fn offsets() -> KernelOffsets {
 /// reads as a known constant (so a pointer plus this offset is still checked against BTF).
 macro_rules! offset {
     ($field:ident) => {{
-        #[allow(unused_unsafe)]
+        #[allow(unused_unsafe, reason = "the macro is used both inside and outside unsafe blocks")]
         // SAFETY: a plain static; userspace rewrote its bytes before load.
         let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
         v
