@@ -192,12 +192,16 @@ async fn answer(req: &str, shared: &Shared) -> String {
         let r = manage::unmanage(shared, name);
         log(req, &r);
         r
+    } else if let Some(name) = req.strip_prefix('?') {
+        manage::member(shared, name)
     } else if req.is_empty() || req == "list" {
         Ok(manage::list(shared))
     } else if req == "status" {
         Ok(manage::status(shared, &shared.page_dir))
     } else {
-        return format!("err {EXIT_USAGE} unknown request {req:?}: use +BOND, -BOND, list, status, pitfalls or watch");
+        return format!(
+            "err {EXIT_USAGE} unknown request {req:?}: use +BOND, -BOND, ?DEVICE, list, status, pitfalls or watch"
+        );
     };
     match result {
         Ok(m) => format!("ok {m}"),

@@ -145,6 +145,12 @@ impl Enforcement {
         self.links.get(&ifindex).map(|e| &e.verdict)
     }
 
+    /// The verdict of the device named `name`, if the agent knows one (what the kernel-side veto uses).
+    #[must_use]
+    pub fn verdict_by_name(&self, name: &str) -> Option<&Verdict> {
+        self.links.values().find(|e| e.name == name).map(|e| &e.verdict)
+    }
+
     /// Guard a bond: managed maps and its sysfs `mode`/`slaves` files.
     ///
     /// # Errors

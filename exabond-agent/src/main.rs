@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         cli::Command::Manage { bond, ctl } => return cli::control::run(ctl, &format!("+{bond}")),
         cli::Command::Unmanage { bond, ctl } => return cli::control::run(ctl, &format!("-{bond}")),
         cli::Command::List { ctl } => return cli::control::run(ctl, "list"),
+        cli::Command::Member { device, ctl } => return cli::control::run(ctl, &format!("?{device}")),
         cli::Command::Status(a) => return cli::status::run(a),
         cli::Command::Watch(a) => return cli::watch::run(a),
         cli::Command::Completions(a) => cli::completions::completions(a),

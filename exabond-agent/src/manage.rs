@@ -38,6 +38,9 @@ pub enum ControlError {
     /// A manage-time check failed.
     #[error(transparent)]
     Manage(#[from] ManageError),
+    /// A device may not join a managed bond.
+    #[error(transparent)]
+    Member(#[from] crate::policy::MemberError),
     /// Something else failed.
     #[error("{0}")]
     Internal(String),
@@ -49,6 +52,7 @@ impl ControlError {
     pub const fn exit_code(&self) -> u8 {
         match self {
             Self::Manage(e) => e.exit_code(),
+            Self::Member(e) => e.exit_code(),
             Self::Internal(_) => EXIT_INTERNAL,
         }
     }
@@ -110,6 +114,15 @@ pub fn unmanage(shared: &Shared, name: &str) -> Result<String, ControlError> {
     publisher.unmanage(ifindex);
     enf.unmanage(ifindex);
     Ok(format!("{name} is no longer managed"))
+}
+
+/// May device `name` join a managed bond? The agent's current verdict, the one the kernel-side veto applies.
+///
+/// # Errors
+/// [`ControlError::Member`] saying why not (or that the agent knows no such device).
+pub fn member(shared: &Shared, name: &str) -> Result<String, ControlError> {
+    let enf = lock(&shared.enforcement);
+    Ok(crate::policy::member_answer(name, enf.verdict_by_name(name))?)
 }
 
 /// The managed bonds, separated by spaces (the original's `exabond_masters` read).

@@ -153,6 +153,63 @@ impl ManageError {
     }
 }
 
+/// Why a device may not join a managed bond (`exabond member DEV`), with the manage-time exit codes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemberError {
+    /// Not a valid interface name.
+    #[error(transparent)]
+    InvalidName(#[from] crate::ifname::NameError),
+    /// No device of that name in the agent's view.
+    #[error("{0}: no such interface known to the agent (absent, or created an instant ago: the agent judges a new device within milliseconds of its rtnetlink notification, and until then the kernel-side veto refuses it with ENODEV)")]
+    Unknown(String),
+    /// Not a SmartNIC port.
+    #[error("{member}: refused, driver {driver} is not a SmartNIC driver (allow it with --member-driver {driver})")]
+    NotSmartNic {
+        /// The device.
+        member: String,
+        /// Its driver.
+        driver: String,
+    },
+    /// A bond.
+    #[error("{0}: refused, it is a bond (nested bonds are not supported)")]
+    IsBond(String),
+    /// A VLAN device.
+    #[error("{0}: refused, it is a VLAN device (members must be SmartNIC ports)")]
+    IsVlan(String),
+}
+
+impl MemberError {
+    /// The exit code of `exabond member` (the same as `exabond manage` for the same reason).
+    #[must_use]
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::InvalidName(_) => 3,
+            Self::Unknown(_) => 4,
+            Self::NotSmartNic { .. } => 7,
+            Self::IsBond(_) => 8,
+            Self::IsVlan(_) => 9,
+        }
+    }
+}
+
+/// May device `name` join a managed bond, given the agent's verdict for it (`None`: no device of that name
+/// in its view)?
+///
+/// # Errors
+/// [`MemberError`] saying why not.
+pub fn member_answer(name: &str, verdict: Option<&Verdict>) -> Result<String, MemberError> {
+    crate::ifname::validate(name)?;
+    match verdict {
+        None => Err(MemberError::Unknown(name.to_owned())),
+        Some(Verdict::Allowed) => Ok(format!("{name}: allowed as a member of managed bonds")),
+        Some(Verdict::NotSmartNic { driver }) => {
+            Err(MemberError::NotSmartNic { member: name.to_owned(), driver: driver.clone() })
+        }
+        Some(Verdict::IsBond) => Err(MemberError::IsBond(name.to_owned())),
+        Some(Verdict::IsVlan) => Err(MemberError::IsVlan(name.to_owned())),
+    }
+}
+
 /// The manage-time checks, in the original's order: valid name, exists, is a bond, active-backup, every
 /// existing member allowed (an empty bond is fine). `exists` tells whether any interface has that name,
 /// `bond` is its bond view if it is a bond, `member` gives the device info of a member by name.
@@ -303,5 +360,20 @@ mod tests {
         );
         let lab = MemberPolicy::new(&["veth".into()]);
         assert_eq!(check_manage("bond0", true, Some(&bond(BondMode::ActiveBackup, &["veth0"])), &lab, &lookup), Ok(()));
+    }
+
+    #[test]
+    fn member_answers_and_exit_codes() {
+        assert!(member_answer("eth2", Some(&Verdict::Allowed)).unwrap().contains("allowed"));
+        let e = member_answer("v0", Some(&Verdict::NotSmartNic { driver: "veth".into() })).unwrap_err();
+        assert_eq!(e.exit_code(), 7);
+        assert!(e.to_string().contains("--member-driver veth"), "{e}");
+        assert_eq!(member_answer("b1", Some(&Verdict::IsBond)).unwrap_err().exit_code(), 8);
+        assert_eq!(member_answer("e.10", Some(&Verdict::IsVlan)).unwrap_err().exit_code(), 9);
+        let e = member_answer("new0", None).unwrap_err();
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.to_string().contains("created an instant ago"), "{e}");
+        assert_eq!(member_answer("a/b", None).unwrap_err().exit_code(), 3);
+        assert_eq!(member_answer("", Some(&Verdict::Allowed)).unwrap_err().exit_code(), 3);
     }
 }

@@ -143,6 +143,16 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         Ok(())
     });
 
+    s.check("exabond member: the vetoes' verdict, with the manage-time exit codes", || {
+        expect_code(exabond, &["member", "ev1"], 0, "ev1: allowed")?;
+        expect_code(exabond, &["member", "dum0"], 7, "--member-driver dummy")?;
+        expect_code(exabond, &["member", "enest"], 8, "is a bond")?;
+        expect_code(exabond, &["member", "ev2.10"], 9, "VLAN")?;
+        expect_code(exabond, &["member", "nosuchdev"], 4, "no such interface known to the agent")?;
+        expect_code(exabond, &["member", "a/b"], 3, "")?;
+        Ok(())
+    });
+
     s.check("veto: members via rtnetlink (ip link set X master B)", || {
         let (ok, out) = sh_try("ip link set dum0 master ebond");
         ensure!(!ok, "dum0 enslaved via netlink: {out}");

@@ -63,6 +63,11 @@ pub fn run(exabond: &Path, s: &mut Suite) {
 
     s.check("enslave and release reach the page (member list)", || {
         sh("ip link add mbond-a2 type veth peer name mbond-a2p && ip link set mbond-a2p up")?;
+        // The veto refuses a device the agent has not judged yet (ENODEV, like an absent one): wait for its
+        // verdict, as a script that creates and enslaves at once must.
+        wait_for("the agent's verdict on mbond-a2", Duration::from_secs(10), || {
+            crate::lab::cli(exabond, &["member", "mbond-a2"]).ok().filter(|(code, _, _)| *code == 0)
+        })?;
         bond.opt("slaves", "+mbond-a2")?;
         let v = wait_page(exabond, "mbond-a2 listed", |v| slave(v, "mbond-a2").is_some())?;
         let src = source("enslave", &v, "last_update_source");

@@ -659,7 +659,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 )?;
                 let res = dir.join("bench-out");
                 let _ = std::fs::remove_dir_all(&res);
-                let env = [("TB_SMP", smp.to_string()), ("TB_TIMEOUT", "3000".to_owned())];
+                // Multi-threaded TCG: the figures need vCPUs that run in parallel (a reader spinning on its
+                // own CPU); see TB_TCG_THREAD in xtask/vm/testbed.sh for what that risks. The smoke run (part
+                // of `cargo xtask test`) only proves the harness works: the coherent single-threaded mode.
+                let tcg_thread = if args.smoke { "single" } else { "multi" };
+                let env = [
+                    ("TB_SMP", smp.to_string()),
+                    ("TB_TIMEOUT", "3000".to_owned()),
+                    ("TB_TCG_THREAD", tcg_thread.to_owned()),
+                ];
                 let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let run = run_script_env(k, &args.append, &dir, &script, false, &env)?;
                 let raw = res.join("vm.json");

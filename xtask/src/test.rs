@@ -25,7 +25,7 @@ pub fn report(runs: &[VmRun]) {
                 println!("{:<7} {kernel:<24} NO RESULT: the VM failed or the suite crashed (exit {})", r.flavour, r.rc)
             }
         }
-        for l in r.lines.iter().filter(|l| l.starts_with("E2E FAIL")) {
+        for l in r.lines.iter().filter(|l| l.starts_with("E2E FAIL") || crate::vm::is_kernel_crash(l)) {
             println!("        {l}");
         }
     }

@@ -158,13 +158,18 @@ pub fn run_script_env(
         if let Some(rest) = line.strip_prefix("e2e: ") {
             run.counts = parse_counts(rest);
         }
-        if line.starts_with("E2E") {
+        if line.starts_with("E2E") || is_kernel_crash(&line) {
             run.lines.push(line);
         }
     }
     let st = child.wait()?;
     run.rc = st.code().unwrap_or(255);
     Ok(run)
+}
+
+/// A guest console line that says the kernel crashed (kept for the final report).
+pub fn is_kernel_crash(line: &str) -> bool {
+    ["Oops:", "Kernel panic", "BUG:", "RIP: 0010:", "watchdog: BUG"].iter().any(|k| line.contains(k))
 }
 
 /// `N passed, M failed`.

@@ -11,7 +11,12 @@
 # <kernel> is `bpo` (Debian bookworm-backports, 6.12.x) or `stable` (Debian bookworm, 6.1.x).
 # Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
 # TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 1800),
-# TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror).
+# TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror),
+# TB_TCG_THREAD single|multi (default single). Under multi-threaded TCG a vCPU can execute a stale int3
+# while another vCPU live-patches kernel text (text_poke_bp, as every BPF trampoline attach/detach does):
+# seen once as "Oops: int3" in bpf_lsm_file_permission, a guest kernel panic. Single-threaded TCG runs the
+# vCPUs in turn on one host thread, which keeps code patching coherent; the benchmarks, which need vCPUs
+# that really run in parallel, ask for multi.
 set -euo pipefail
 
 # Bump when the recipe changes so cached images are rebuilt.
@@ -204,7 +209,7 @@ accel_args() {
     if [ "$a" = auto ]; then
         if [ -w /dev/kvm ] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then a=kvm; else a=tcg; fi
     fi
-    if [ "$a" = kvm ]; then echo "-accel kvm -cpu host"; else echo "-accel tcg,thread=multi -cpu max"; fi
+    if [ "$a" = kvm ]; then echo "-accel kvm -cpu host"; else echo "-accel tcg,thread=${TB_TCG_THREAD:-single} -cpu max"; fi
 }
 
 boot() { # <flavour> <hostdir> <append>

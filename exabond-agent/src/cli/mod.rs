@@ -14,15 +14,16 @@ const EXIT_CODES: &str = "\
 Control words (root-only socket /run/exabond/control.sock, one line per request):
   +BOND     place BOND under management          (exabond manage BOND)
   -BOND     stop managing BOND                    (exabond unmanage BOND)
+  ?DEVICE   may DEVICE join a managed bond?       (exabond member DEVICE)
   list      the managed bonds, space-separated    (exabond list)
   status    agent state as JSON                   (exabond status)
   pitfalls  the MAC pitfalls seen, as JSON        (exabond status)
   watch     one JSON line per event, until closed (exabond watch --json)
 
-Exit codes of manage/unmanage/list/status/watch:
-  0 ok    1 internal error    2 usage    3 invalid bond name    4 no such interface
-  5 not a bond    6 mode is not active-backup    7 a member is not a SmartNIC port
-  8 a member is a bond (nesting)    9 a member is a VLAN device    10 permission denied (not root)
+Exit codes of manage/unmanage/member/list/status/watch:
+  0 ok    1 internal error    2 usage    3 invalid name    4 no such interface
+  5 not a bond    6 mode is not active-backup    7 a member (or DEVICE) is not a SmartNIC port
+  8 a member (or DEVICE) is a bond (nesting)    9 a member (or DEVICE) is a VLAN device    10 permission denied (not root)
   11 no agent running";
 
 /// exabond: publishes which member link of each Linux active-backup bond is active, in a read-only page
@@ -62,6 +63,16 @@ pub enum Command {
     /// Per managed bond: mode, active slave, members with driver and link, failovers, last change and
     /// its source, enforcement mode and vetoes counted.
     Status(status::StatusArgs),
+    /// May DEVICE join a managed bond? The agent's verdict, the one its kernel-side veto applies: exit 0
+    /// allowed; 7 not a SmartNIC port; 8 a bond; 9 a VLAN device; 4 no such device in the agent's view
+    /// (absent, or created an instant ago and not judged yet).
+    Member {
+        /// The device.
+        device: String,
+        /// Socket.
+        #[command(flatten)]
+        ctl: control::ControlArgs,
+    },
     /// List the managed bonds.
     List {
         /// Socket.
