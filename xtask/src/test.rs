@@ -20,9 +20,9 @@ pub fn report(runs: &[VmRun]) {
     for r in runs {
         let kernel = if r.kernel.is_empty() { "(did not boot)" } else { &r.kernel };
         match r.counts {
-            Some((p, f)) => println!("{:<7} {kernel:<24} {p} passed, {f} failed (exit {})", r.flavour, r.rc),
+            Some((p, f)) => println!("{:<13} {kernel:<24} {p} passed, {f} failed (exit {})", r.flavour, r.rc),
             None => {
-                println!("{:<7} {kernel:<24} NO RESULT: the VM failed or the suite crashed (exit {})", r.flavour, r.rc)
+                println!("{:<13} {kernel:<24} NO RESULT: the VM failed or the suite crashed (exit {})", r.flavour, r.rc)
             }
         }
         for l in r.lines.iter().filter(|l| l.starts_with("E2E FAIL") || crate::vm::is_kernel_crash(l)) {
