@@ -32,7 +32,8 @@
 pub const PAGE_SIZE: usize = 4096;
 /// Offset of the exasock-compatible legacy word.
 pub const LEGACY_WORD_OFFSET: usize = 0;
-/// Offset of the 64-bit seqlock sequence (its own cache line).
+/// Offset of the 64-bit seqlock sequence: it starts the cache line after the legacy word's (which hot loops poll
+/// alone), and the block follows it on that line.
 pub const SEQ_OFFSET: usize = 64;
 /// Offset of the seqlocked [`PageData`] block.
 pub const DATA_OFFSET: usize = 72;
