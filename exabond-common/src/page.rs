@@ -302,7 +302,9 @@ pub const DATA_WORDS: usize = DATA_SIZE / 8;
 const _: () = assert!(DATA_SIZE % 8 == 0);
 const _: () = assert!(DATA_OFFSET % 8 == 0);
 const _: () = assert!(DATA_OFFSET + DATA_SIZE <= PAGE_SIZE);
-const _: () = assert!(core::mem::align_of::<PageData>() <= 8);
+// `as_words` and the seqlock's word copies rely on these two.
+const _: () = assert!(core::mem::align_of::<PageData>() == 8);
+const _: () = assert!(core::mem::size_of::<PageData>() == DATA_WORDS * 8);
 const _: () = assert!(LEGACY_WORD_OFFSET + 4 <= SEQ_OFFSET);
 
 impl PageData {
@@ -378,12 +380,19 @@ impl PageData {
         self.magic == PAGE_MAGIC && self.version == LAYOUT_VERSION
     }
 
-    /// The block as 64-bit words (what the seqlock stores).
+    /// The block as 64-bit words (what the seqlock stores), without copying it.
+    #[must_use]
+    pub fn as_words(&self) -> &[u64; DATA_WORDS] {
+        // SAFETY: PageData is repr(C), exactly DATA_WORDS * 8 bytes, 8-aligned (asserted at compile time),
+        // with no implicit padding (asserted by the tests), so every byte is initialised and the cast reference is valid for as long
+        // as `self`.
+        unsafe { &*(&raw const *self).cast::<[u64; DATA_WORDS]>() }
+    }
+
+    /// The block as 64-bit words, copied.
     #[must_use]
     pub fn to_words(&self) -> [u64; DATA_WORDS] {
-        // SAFETY: PageData is repr(C), exactly DATA_WORDS * 8 bytes with no implicit padding (asserted by
-        // the tests), so every byte is initialised; transmute_copy reads it unaligned-safe as a [u64; N].
-        unsafe { core::mem::transmute_copy(self) }
+        *self.as_words()
     }
 
     /// The block from 64-bit words. Every bit pattern is a valid `PageData` (integers and byte arrays),

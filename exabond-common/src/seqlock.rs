@@ -22,8 +22,6 @@ const _: () = assert!(core::mem::size_of::<SlaveRecord>() % 8 == 0);
 /// First word after the slave table.
 const TAIL_WORDS_START: usize = HEAD_WORDS + MAX_SLAVES * SLAVE_WORDS;
 const _: () = assert!(TAIL_WORDS_START <= DATA_WORDS);
-const _: () = assert!(core::mem::size_of::<PageData>() == DATA_WORDS * 8);
-const _: () = assert!(core::mem::align_of::<PageData>() == 8);
 
 /// Atomic views over one mapped page. Holds a raw pointer; the owner keeps the mapping alive.
 #[derive(Clone, Copy)]
@@ -81,7 +79,7 @@ impl RawPage {
         let put = |i: usize, v: u64| {
             debug_assert!(i < DATA_WORDS);
             // SAFETY: `out` is writable (caller); PageData is DATA_WORDS u64 words, 8-aligned, with no padding
-            // and valid for any bits (asserted above and in page.rs), and every `i` passed is < DATA_WORDS.
+            // and valid for any bits (asserted in page.rs), and every `i` passed is < DATA_WORDS.
             unsafe { dst.add(i).write(v) };
         };
         let mut count_word = 0;
@@ -124,10 +122,10 @@ impl RawPage {
         // Which words to store, worked out before the sequence goes odd so the window in which readers
         // must retry holds nothing but the stores.
         const _: () = assert!(DATA_WORDS <= 128);
-        let new = data.to_words();
+        let new = data.as_words();
         let changed: u128 = match previous {
             Some(p) => {
-                let old = p.to_words();
+                let old = p.as_words();
                 (0..DATA_WORDS).filter(|&i| old[i] != new[i]).fold(0, |m, i| m | (1u128 << i))
             }
             None => u128::MAX,
@@ -137,7 +135,7 @@ impl RawPage {
         let s = s + (s & 1); // recover from a writer that died mid-update
         seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        for (i, (dst, src)) in self.words().iter().zip(new).enumerate() {
+        for (i, (dst, &src)) in self.words().iter().zip(new).enumerate() {
             if changed & (1u128 << i) != 0 {
                 dst.store(src, Ordering::Relaxed);
             }

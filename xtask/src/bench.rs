@@ -252,39 +252,24 @@ fn failover_rows(kernel: &str, config: &str, cfg: &Value, rows: &mut Vec<Row>, p
         }
         rows.push(row);
     }
-    for p in [50.0, 99.0] {
-        let r = page.p(p) / netlink.p(p);
-        rows.push(
-            Row::new(
-                &id(&format!("publish_over_netlink_p{p}")),
-                &format!("[{config}] ratio agent's publication/netlink at p{p}"),
-                format!("{r:.3}"),
-            )
-            .data(json!({ "value": r })),
-        );
-    }
-    for p in [50.0, 99.0] {
-        let r = reader.p(p) / poll.p(p);
-        rows.push(
-            Row::new(
-                &id(&format!("page_over_poll_p{p}")),
-                &format!("[{config}] ratio page/10 ms poll at p{p}"),
-                format!("{r:.4}"),
-            )
-            .data(json!({ "value": r })),
-        );
-    }
-    for p in [50.0, 99.0] {
-        let vma = VMA_POLL_US * p / 100.0;
-        let r = reader.p(p) / vma;
-        rows.push(
-            Row::new(
-                &id(&format!("page_over_vma_p{p}")),
-                &format!("[{config}] ratio page/libvma 1 s poll (computed) at p{p}"),
-                format!("{r:.6}"),
-            )
-            .data(json!({ "value": r })),
-        );
+    // Ungraded ratios at p50 and p99: (id, label, values, decimals).
+    const PS: [f64; 2] = [50.0, 99.0];
+    let ratios = [
+        ("publish_over_netlink", "agent's publication/netlink", PS.map(|p| page.p(p) / netlink.p(p)), 3),
+        ("page_over_poll", "page/10 ms poll", PS.map(|p| reader.p(p) / poll.p(p)), 4),
+        ("page_over_vma", "page/libvma 1 s poll (computed)", PS.map(|p| reader.p(p) / (VMA_POLL_US * p / 100.0)), 6),
+    ];
+    for (name, label, values, decimals) in ratios {
+        for (p, r) in PS.into_iter().zip(values) {
+            rows.push(
+                Row::new(
+                    &id(&format!("{name}_p{p}")),
+                    &format!("[{config}] ratio {label} at p{p}"),
+                    format!("{r:.decimals$}"),
+                )
+                .data(json!({ "value": r })),
+            );
+        }
     }
     let both: Vec<(u64, u64)> =
         recs.iter().filter_map(|r| Some((r["reader_ns"].as_u64()?, r["netlink_ns"].as_u64()?))).collect();

@@ -37,75 +37,85 @@ pub struct Sizes {
 /// ns per call of each batch of one state: write(2), pread(2), open(2)+close(2).
 type Batches = (Vec<f64>, Vec<f64>, Vec<f64>);
 
-/// ns per write(2) of each batch.
-fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
-    let c = CString::new(FILE)?;
-    // SAFETY: valid C string; plain open(2).
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
-    anyhow::ensure!(fd >= 0, "open {FILE}: {}", std::io::Error::last_os_error());
-    let buf = [0x5au8; 8];
-    let mut out = Vec::with_capacity(s.batches);
-    for _ in 0..s.batches {
-        // SAFETY: our fd; keeps the file small.
-        unsafe { libc::ftruncate(fd, 0) };
-        // SAFETY: our fd.
-        unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
-        let t = monotonic_ns();
-        for _ in 0..s.ops {
-            // SAFETY: valid buffer of 8 bytes, our fd.
-            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-            debug_assert_eq!(n, 8);
-        }
-        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
-    }
-    // SAFETY: our fd.
-    unsafe { libc::close(fd) };
-    Ok(out)
+/// ns per call of `op` in each of `s.batches` batches of `s.ops` calls; `reset` runs before each batch,
+/// untimed.
+fn timed(s: Sizes, mut reset: impl FnMut(), mut op: impl FnMut()) -> Vec<f64> {
+    (0..s.batches)
+        .map(|_| {
+            reset();
+            let t = monotonic_ns();
+            for _ in 0..s.ops {
+                op();
+            }
+            (monotonic_ns() - t) as f64 / s.ops as f64
+        })
+        .collect()
 }
 
-/// ns per pread(2) of 8 bytes of each batch. The write hook's program returns at its first test for a
-/// read (`mask` has no MAY_WRITE), so the overhead here is the BPF LSM's fixed cost per call (the
-/// trampoline), and write − read is what the program's own body costs.
+/// `FILE` opened with `flags`, closed on drop.
+struct Fd(i32);
+
+impl Fd {
+    fn open(flags: i32) -> anyhow::Result<Self> {
+        let c = CString::new(FILE)?;
+        // SAFETY: valid C string; plain open(2).
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
+        anyhow::ensure!(fd >= 0, "open {FILE}: {}", std::io::Error::last_os_error());
+        Ok(Self(fd))
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: our fd, closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// ns per write(2) of 8 bytes, each batch from an emptied file.
+fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
+    let fd = Fd::open(libc::O_WRONLY | libc::O_TRUNC)?;
+    let buf = [0x5au8; 8];
+    let reset = || {
+        // SAFETY: our fd; keeps the file small.
+        unsafe {
+            libc::ftruncate(fd.0, 0);
+            libc::lseek(fd.0, 0, libc::SEEK_SET);
+        }
+    };
+    let op = || {
+        // SAFETY: valid buffer of 8 bytes, our fd.
+        let n = unsafe { libc::write(fd.0, buf.as_ptr().cast(), buf.len()) };
+        debug_assert_eq!(n, 8);
+    };
+    Ok(timed(s, reset, op))
+}
+
+/// ns per pread(2) of 8 bytes. The write hook's program returns at its first test for a read (`mask` has
+/// no MAY_WRITE), so the overhead here is the BPF LSM's fixed cost per call (the trampoline), and write −
+/// read is what the program's own body costs.
 fn reads(s: Sizes) -> anyhow::Result<Vec<f64>> {
-    let c = CString::new(FILE)?;
-    // SAFETY: valid C string; plain open(2).
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
-    anyhow::ensure!(fd >= 0, "open {FILE}: {}", std::io::Error::last_os_error());
+    let fd = Fd::open(libc::O_RDWR)?;
     let mut buf = [0x5au8; 8];
     // SAFETY: our fd and an 8-byte buffer: the file has something to read.
-    let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { libc::pwrite(fd.0, buf.as_ptr().cast(), buf.len(), 0) };
     anyhow::ensure!(n == 8, "pwrite {FILE}: {}", std::io::Error::last_os_error());
-    let mut out = Vec::with_capacity(s.batches);
-    for _ in 0..s.batches {
-        let t = monotonic_ns();
-        for _ in 0..s.ops {
-            // SAFETY: valid buffer of 8 bytes, our fd.
-            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            debug_assert_eq!(n, 8);
-        }
-        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
-    }
-    // SAFETY: our fd.
-    unsafe { libc::close(fd) };
-    Ok(out)
+    let op = || {
+        // SAFETY: valid buffer of 8 bytes, our fd.
+        let n = unsafe { libc::pread(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        debug_assert_eq!(n, 8);
+    };
+    Ok(timed(s, || {}, op))
 }
 
-/// ns per open(2)+close(2) of each batch.
+/// ns per open(2)+close(2).
 fn opens(s: Sizes) -> anyhow::Result<Vec<f64>> {
     let c = CString::new(FILE)?;
-    let mut out = Vec::with_capacity(s.batches);
-    for _ in 0..s.batches {
-        let t = monotonic_ns();
-        for _ in 0..s.ops {
-            // SAFETY: valid C string; plain open(2) and close(2) of the fd it returns.
-            unsafe {
-                let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                libc::close(fd);
-            }
-        }
-        out.push((monotonic_ns() - t) as f64 / s.ops as f64);
-    }
-    Ok(out)
+    let op = || {
+        // SAFETY: valid C string; plain open(2) and close(2) of the fd it returns.
+        unsafe { libc::close(libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)) };
+    };
+    Ok(timed(s, || {}, op))
 }
 
 /// Whether the write hook's program is attached (its link is pinned; the maps are pinned in every state
