@@ -27,6 +27,16 @@ pub enum OffsetsError {
     /// The member is not in the struct.
     #[error("struct {0} has no member {1} in the kernel's BTF")]
     NoMember(&'static str, &'static str),
+    /// An LSM hook whose argument list is not one the programs know.
+    #[error("the kernel's LSM hook {hook} takes {found} arguments; exabond knows it with {expected}: this kernel is not supported by this agent version")]
+    HookArgs {
+        /// The hook.
+        hook: &'static str,
+        /// Arguments found in BTF (`bpf_lsm_<hook>`).
+        found: usize,
+        /// What the programs expect.
+        expected: &'static str,
+    },
     /// A bitfield where a whole field was expected.
     #[error("{0}.{1} is not byte-aligned")]
     Unaligned(&'static str, &'static str),
@@ -65,7 +75,46 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         pt_regs_si: member_offset(&vmlinux, "pt_regs", "si")?,
         pt_regs_dx: member_offset(&vmlinux, "pt_regs", "dx")?,
         bond_opt_value_value: member_offset(&bonding, "bond_opt_value", "value")?,
+        file_f_mode: member_offset(&vmlinux, "file", "f_mode")?,
+        super_block_s_dev: member_offset(&vmlinux, "super_block", "s_dev")?,
+        dentry_d_inode: member_offset(&vmlinux, "dentry", "d_inode")?,
+        vm_area_struct_vm_file: member_offset(&vmlinux, "vm_area_struct", "vm_file")?,
+        inode_setattr_dentry_arg: page_hook_args(&vmlinux)?,
     })
+}
+
+/// The number of arguments of LSM hook `hook`, from the BTF prototype of its BPF attach point
+/// `bpf_lsm_<hook>`.
+fn hook_args(btf: &Btf, hook: &'static str) -> Option<usize> {
+    let types = btf.resolve_types_by_name(&format!("bpf_lsm_{hook}")).ok()?;
+    types.iter().find_map(|t| match t {
+        Type::Func(f) => match btf.resolve_chained_type(f).ok()? {
+            Type::FuncProto(p) => Some(p.parameters.len()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Check the argument lists of the page guard's hooks (`exabond-ebpf/src/lsm_page.rs`) and return the
+/// index of `inode_setattr`'s dentry: 0 for `(dentry, attr)` (6.1), 1 for `(idmap, dentry, attr)` (6.3+).
+///
+/// # Errors
+/// [`OffsetsError::HookArgs`] for an argument list the programs would misread.
+pub fn page_hook_args(btf: &Btf) -> Result<u32, OffsetsError> {
+    for (hook, n) in
+        [("file_open", 1), ("inode_unlink", 2), ("inode_rename", 4), ("mmap_file", 4), ("file_mprotect", 3)]
+    {
+        let found = hook_args(btf, hook).unwrap_or(0);
+        if found != n {
+            return Err(OffsetsError::HookArgs { hook, found, expected: ["", "1", "2", "3", "4"][n] });
+        }
+    }
+    match hook_args(btf, "inode_setattr").unwrap_or(0) {
+        2 => Ok(0),
+        3 => Ok(1),
+        found => Err(OffsetsError::HookArgs { hook: "inode_setattr", found, expected: "2 or 3" }),
+    }
 }
 
 /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
@@ -148,6 +197,12 @@ mod tests {
         assert_eq!(member_offset(&btf, "pt_regs", "orig_ax").unwrap(), 120, "x86_64 pt_regs");
         assert_eq!(member_offset(&btf, "pt_regs", "si").unwrap(), 104);
         assert_eq!(member_offset(&btf, "pt_regs", "dx").unwrap(), 96);
+        // The page guard's hooks have the argument lists its programs read (this kernel has the BPF LSM
+        // attach points even where it refuses to load LSM programs).
+        if hook_args(&btf, "file_open").is_some() {
+            let i = page_hook_args(&btf).unwrap_or_else(|e| panic!("{e}"));
+            assert!(i <= 1);
+        }
     }
 
     #[test]

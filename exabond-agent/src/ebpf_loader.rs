@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{links::FdLink, KProbe, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
-use exabond_common::policy_maps::{GuardedFile, IfName, PIN_DIR};
+use exabond_common::policy_maps::{AgentId, GuardedFile, IfName, PageInode, PIN_DIR};
 
 /// The compiled eBPF object (built by build.rs from exabond-ebpf).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exabond"));
@@ -18,8 +18,18 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 pub const FAILOVER_FN: &str = "bond_change_active_slave";
 /// Kernel function probed to audit mode changes.
 pub const MODE_SET_FN: &str = "bond_option_mode_set";
-/// The BPF LSM hooks used for vetoes.
-pub const LSM_HOOKS: [&str; 3] = ["file_permission", "netlink_send", "file_ioctl"];
+/// The BPF LSM hooks used for vetoes (the bond guards, then the page guard of `lsm_page.rs`).
+pub const LSM_HOOKS: [&str; 9] = [
+    "file_permission",
+    "netlink_send",
+    "file_ioctl",
+    "file_open",
+    "inode_setattr",
+    "inode_unlink",
+    "inode_rename",
+    "mmap_file",
+    "file_mprotect",
+];
 
 /// Errors while loading the eBPF side.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +86,10 @@ pub struct EnforcementMaps {
     pub verdict_by_ifindex: HashMap<MapData, u32, u32>,
     /// Member verdict by name.
     pub verdict_by_name: HashMap<MapData, IfName, u32>,
+    /// The bond pages (page guard): inode → bond ifindex.
+    pub page_inodes: HashMap<MapData, PageInode, u32>,
+    /// The agent process the page guard lets write (slot 0).
+    pub agent: Array<MapData, AgentId>,
 }
 
 /// The loaded programs and the maps the agent uses.
@@ -115,11 +129,20 @@ pub fn link_pin(hook: &str) -> PathBuf {
     Path::new(PIN_DIR).join(format!("link-{hook}"))
 }
 
-fn lsm(ebpf: &mut Ebpf, hook: &'static str, btf: &Btf) -> Result<(), LoadError> {
+/// The program of the object that implements `hook` on this kernel: named after the hook, except
+/// `inode_setattr`, whose argument list changed in 6.3 (see `exabond-ebpf/src/lsm_page.rs`).
+fn program_for(hook: &'static str, offsets: &exabond_common::offsets::KernelOffsets) -> &'static str {
+    match hook {
+        "inode_setattr" if offsets.inode_setattr_dentry_arg == 0 => "inode_setattr_v61",
+        _ => hook,
+    }
+}
+
+fn lsm(ebpf: &mut Ebpf, hook: &'static str, program: &'static str, btf: &Btf) -> Result<(), LoadError> {
     let what = || format!("BPF LSM hook {hook}");
     let prog: &mut Lsm = ebpf
-        .program_mut(hook)
-        .ok_or(LoadError::Missing(hook))?
+        .program_mut(program)
+        .ok_or(LoadError::Missing(program))?
         .try_into()
         .map_err(|source| LoadError::Program { what: what(), source })?;
     prog.load(hook, btf).map_err(|source| LoadError::Program { what: what(), source })?;
@@ -164,7 +187,7 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
     if with_lsm {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         for hook in LSM_HOOKS {
-            lsm(&mut ebpf, hook, &btf)?;
+            lsm(&mut ebpf, hook, program_for(hook, &offsets), &btf)?;
         }
     }
     let events = take(&mut ebpf, "EVENTS")?;
@@ -174,8 +197,33 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         guarded: take(&mut ebpf, "GUARDED_FILES")?,
         verdict_by_ifindex: take(&mut ebpf, "VERDICT_BY_IFINDEX")?,
         verdict_by_name: take(&mut ebpf, "VERDICT_BY_NAME")?,
+        page_inodes: take(&mut ebpf, "PAGE_INODES")?,
+        agent: take(&mut ebpf, "AGENT")?,
     };
     Ok(Loaded { ebpf, events, maps, lsm: with_lsm })
+}
+
+/// This process as the page guard names it: its PID namespace (device in the kernel's encoding, inode)
+/// and its pid there.
+///
+/// # Errors
+/// If `/proc/self/ns/pid` cannot be read.
+pub fn agent_id() -> std::io::Result<AgentId> {
+    let meta = std::fs::metadata("/proc/self/ns/pid")?;
+    let ns = exabond_common::writer::page_inode(&meta);
+    Ok(AgentId { pidns_dev: u64::from(ns.dev), pidns_ino: ns.ino, tgid: std::process::id(), _pad: 0 })
+}
+
+/// Register this process as the one writer of the pages (before it opens any: a page a previous agent
+/// left is guarded against every other process, this one included until it is registered).
+///
+/// # Errors
+/// If the PID namespace cannot be read or the map written.
+pub fn register_agent(agent: &mut Array<MapData, AgentId>) -> anyhow::Result<()> {
+    let id = agent_id().map_err(|e| anyhow::anyhow!("cannot read /proc/self/ns/pid: {e}"))?;
+    agent.set(0, id, 0).map_err(|e| anyhow::anyhow!("cannot write the AGENT map: {e}"))?;
+    tracing::debug!(?id, "registered as the pages' writer");
+    Ok(())
 }
 
 /// Remove every pin (links and maps): enforcement stops once the agent exits. Used by `--release`.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use exabond_common::page::name_buf;
-use exabond_common::policy_maps::{GuardedFile, FILE_MODE, FILE_SLAVES};
+use exabond_common::policy_maps::{GuardedFile, PageInode, FILE_MODE, FILE_SLAVES};
 use netlink_packet_route::link::LinkMessage;
 
 use crate::bond_view::{self, BondView};
@@ -201,6 +201,24 @@ impl Enforcement {
             if let Some(m) = self.maps.as_mut() {
                 let _ = m.managed_by_name.remove(&name_buf(&old));
                 warn_map("managed_by_name", m.managed_by_name.insert(name_buf(new), ifindex, 0));
+            }
+        }
+    }
+
+    /// Make the page guard's map hold exactly `pages` (inode → bond ifindex, from the publisher): entries
+    /// of retired pages, of pages re-created under a new inode, and of a previous agent's pages that are
+    /// not managed now go; new pages come in.
+    pub fn sync_pages(&mut self, pages: &BTreeMap<PageInode, u32>) {
+        let Some(m) = self.maps.as_mut() else { return };
+        let present: Vec<(PageInode, u32)> = m.page_inodes.iter().filter_map(Result::ok).collect();
+        for (k, v) in &present {
+            if pages.get(k) != Some(v) {
+                warn_map("page_inodes", m.page_inodes.remove(k));
+            }
+        }
+        for (k, v) in pages {
+            if !present.contains(&(*k, *v)) {
+                warn_map("page_inodes", m.page_inodes.insert(k, v, 0));
             }
         }
     }

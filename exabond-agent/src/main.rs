@@ -17,6 +17,7 @@ mod manage;
 mod metrics;
 mod netlink;
 mod page_state;
+mod page_watch;
 mod pi_mutex;
 mod policy;
 mod publisher;

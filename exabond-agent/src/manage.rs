@@ -97,6 +97,7 @@ pub fn manage_from(shared: &Shared, name: &str, links: &[LinkMessage]) -> Result
     enf.manage(&view).map_err(internal)?;
     let page = publisher.manage(&view).map_err(internal)?;
     let active = page.active_name().unwrap_or("none").to_owned();
+    enf.sync_pages(&publisher.page_inodes());
     Ok(format!("managing {name} (active {active})"))
 }
 
@@ -113,6 +114,7 @@ pub fn unmanage(shared: &Shared, name: &str) -> Result<String, ControlError> {
     };
     publisher.unmanage(ifindex);
     enf.unmanage(ifindex);
+    enf.sync_pages(&publisher.page_inodes());
     Ok(format!("{name} is no longer managed"))
 }
 

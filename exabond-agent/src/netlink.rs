@@ -84,8 +84,11 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
         }
         {
             let mut enf = lock(&shared.enforcement);
-            for i in gone {
-                enf.unmanage(i);
+            if !gone.is_empty() {
+                for i in gone {
+                    enf.unmanage(i);
+                }
+                enf.sync_pages(&lock(&shared.publisher).page_inodes());
             }
             for v in &views {
                 enf.rename_bond(v.ifindex, &v.name);
@@ -177,6 +180,10 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
         }
         let actives = lock(&shared.publisher).actives();
         if last_full.elapsed() >= FULL_REFRESH_EVERY || !files.all_match(&actives) {
+            if last_full.elapsed() >= FULL_REFRESH_EVERY {
+                // Pages written by someone else through a mapping or write(2) (no inotify event for those).
+                crate::page_watch::verify(&shared);
+            }
             last_full = std::time::Instant::now();
             if let Err(e) = refresh(&shared, ChangeSource::Poll).await {
                 tracing::warn!("poll: rtnetlink dump failed: {e}");

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use exabond_common::event::FailoverEvent;
 use exabond_common::page::{ChangeSource, PageData};
-use exabond_common::writer::{PageWriter, WriteError};
+use exabond_common::policy_maps::PageInode;
+use exabond_common::writer::{Opened, PageWriter, WriteError};
 
 use crate::agent_events::{AgentEvent, LatencyHistogram};
 use crate::bond_view::{BondView, SlaveView};
@@ -51,6 +52,8 @@ pub struct Publisher {
     latency: std::sync::Arc<LatencyHistogram>,
     /// SmartNIC (id, port) of each member seen, by ifindex (with the name it was read under).
     smartnic: BTreeMap<u32, (String, Option<(u8, u8)>)>,
+    /// Test hook: crash in the middle of the next failover publication.
+    crash_on_failover: bool,
 }
 
 impl Publisher {
@@ -66,7 +69,75 @@ impl Publisher {
             bus: tokio::sync::broadcast::channel(1024).0,
             latency: std::sync::Arc::default(),
             smartnic: BTreeMap::new(),
+            crash_on_failover: false,
         }
+    }
+
+    /// Test hook (`exabond agent --test-crash-mid-publish`): the next publication of a failover, on any
+    /// bond, stops half-way and aborts the agent (see `PageWriter::crash_on_next_failover`).
+    pub fn crash_on_next_failover(&mut self) {
+        self.crash_on_failover = true;
+        for m in self.bonds.values_mut() {
+            m.writer.crash_on_next_failover();
+        }
+    }
+
+    /// The inode of every managed bond's page, with the bond's ifindex (what the page guard protects).
+    #[must_use]
+    pub fn page_inodes(&self) -> BTreeMap<PageInode, u32> {
+        self.bonds.iter().map(|(&i, m)| (m.writer.inode(), i)).collect()
+    }
+
+    /// The page directory.
+    #[must_use]
+    pub fn page_dir(&self) -> &std::path::Path {
+        &self.page_dir
+    }
+
+    /// Check every page against what this agent wrote: a page file removed or replaced by another
+    /// process is re-created (readers of the old one see it retired), changed permissions are put back,
+    /// content written by someone else is republished. Each repair is logged loudly and reported to
+    /// observers. Returns true if a page changed inode (the page guard must follow).
+    pub fn verify_pages(&mut self) -> bool {
+        let mut moved = false;
+        let mut repairs = Vec::new();
+        for m in self.bonds.values_mut() {
+            let name = m.view.name.clone();
+            match m.writer.in_place() {
+                Ok(true) => {}
+                Ok(false) => match m.writer.recreate(&self.page_dir, &name) {
+                    Ok(()) => {
+                        moved = true;
+                        repairs.push((name.clone(), "page file removed or replaced by another process: re-created (readers of the old file see it retired and must re-open)"));
+                    }
+                    Err(e) => {
+                        tracing::error!(bond = %name, "page file removed or replaced, and cannot be re-created: {e}")
+                    }
+                },
+                Err(e) => tracing::warn!(bond = %name, page = %m.writer.path().display(), "cannot stat the page: {e}"),
+            }
+            match m.writer.restore_mode() {
+                Ok(true) => {
+                    repairs.push((name.clone(), "page permissions changed by another process: set back to 0444"))
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(bond = %name, "cannot check the page's permissions: {e}"),
+            }
+            match m.writer.restore_size() {
+                Ok(true) => repairs.push((name.clone(), "page truncated or resized by another process: size restored")),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(bond = %name, "cannot check the page's size: {e}"),
+            }
+            if !m.writer.intact() {
+                m.writer.republish();
+                repairs.push((name, "page content written by another process: republished"));
+            }
+        }
+        for (bond, action) in repairs {
+            tracing::error!(bond = %bond, "{action}");
+            self.emit(AgentEvent::Revert { bond, action: action.to_owned() });
+        }
+        moved
     }
 
     /// The SmartNIC locations of a view's members (read from sysfs once per ifindex and name).
@@ -76,7 +147,7 @@ impl Publisher {
             .map(|s| {
                 let e = self.smartnic.entry(s.ifindex).or_insert_with(|| (String::new(), None));
                 if e.0 != s.name {
-                    *e = (s.name.clone(), crate::exanic::smartnic_location(std::path::Path::new("/sys"), &s.name));
+                    *e = (s.name.clone(), crate::exanic::page_location(&s.name));
                 }
                 (s.ifindex, e.1)
             })
@@ -191,8 +262,33 @@ impl Publisher {
         let locs = self.locations(view);
         let loc = |s: &SlaveView| locs.get(&s.ifindex).copied().flatten();
         let first = render_heartbeat(&render_view(&blank, &shown, ChangeSource::Manage, now, &loc), now);
-        let writer = PageWriter::create(&self.page_dir, &view.name, &first)?;
-        tracing::info!(bond = %view.name, page = %writer.path().display(), active = ?first.active_name(), "bond managed");
+        let (mut writer, opened) = PageWriter::open(&self.page_dir, &view.name, &first)?;
+        let page = writer.path().display().to_string();
+        match opened {
+            Opened::Created => {}
+            Opened::Adopted { repaired_odd_seq, from_version, failover_count } => {
+                if failover_count > first.failover_count {
+                    // The count readers know never goes back.
+                    let mut d = first;
+                    d.failover_count = failover_count;
+                    writer.publish(&d);
+                }
+                tracing::info!(bond = %view.name, page, "adopted the existing page in place (same inode: readers that map it keep working)");
+                if repaired_odd_seq {
+                    tracing::warn!(bond = %view.name, page, "the page was left mid-publication (odd sequence) by a writer that died: repaired");
+                }
+                if from_version != exabond_common::page::LAYOUT_VERSION {
+                    tracing::warn!(bond = %view.name, page, from_version, to_version = exabond_common::page::LAYOUT_VERSION, "page layout changed in place (the legacy word did not move)");
+                }
+            }
+            Opened::Replaced(why) => {
+                tracing::warn!(bond = %view.name, page, "replaced a file that was not an exabond page ({why})");
+            }
+        }
+        if self.crash_on_failover {
+            writer.crash_on_next_failover();
+        }
+        tracing::info!(bond = %view.name, page, active = ?first.active_name(), "bond managed");
         if view.has_no_monitor() {
             tracing::warn!(bond = %view.name, "neither miimon nor a usable arp_interval is set: the bonding driver can miss link-down events; set /sys/class/net/{}/bonding/miimon", view.name);
         }
@@ -345,24 +441,21 @@ impl Publisher {
         ViewOutcome::Applied
     }
 
-    /// A managed bond was renamed: it stays managed under its new name. The page under the old name is
-    /// retired and removed (readers that map it see RETIRED); a page under the new name takes over.
+    /// A managed bond was renamed: it stays managed under its new name, and its page file is renamed in
+    /// place (same inode: readers that map it keep working and see the new `bond_name`).
     fn rename(&mut self, view: &BondView) {
         let Some(m) = self.bonds.get_mut(&view.ifindex) else { return };
         let mut data = *m.writer.current();
         data.bond_name = exabond_common::page::name_buf(&view.name);
-        match PageWriter::create(&self.page_dir, &view.name, &data) {
-            Ok(new) => {
-                let old = std::mem::replace(&mut m.writer, new);
+        match m.writer.rename(&self.page_dir, &view.name) {
+            Ok(()) => {
+                m.writer.publish(&data);
                 let old_name = std::mem::replace(&mut m.view.name, view.name.clone());
-                if let Err(e) = old.retire_and_remove() {
-                    tracing::error!("rename: {e}");
-                }
-                tracing::warn!(from = %old_name, to = %view.name, "managed bond renamed: page follows the new name, old page retired");
+                tracing::warn!(from = %old_name, to = %view.name, page = %m.writer.path().display(), "managed bond renamed: page file renamed in place");
                 let _ = self.bus.send(AgentEvent::Unmanage { bond: old_name, reason: "renamed" });
                 let _ = self.bus.send(AgentEvent::Manage { bond: view.name.clone() });
             }
-            Err(e) => tracing::error!(bond = %view.name, "rename: cannot create the new page: {e}"),
+            Err(e) => tracing::error!(bond = %view.name, "rename: cannot rename the page: {e}"),
         }
     }
 

@@ -77,6 +77,16 @@ pub enum VetoWhat {
     /// A write to a guarded sysfs file through a path whose content cannot be checked (writev, splice,
     /// io_uring, ...): only write(2)/pwrite(2) are inspected.
     UncheckedWritePath = 6,
+    /// A bond page opened for writing by a process other than the agent.
+    PageOpenWrite = 7,
+    /// A bond page's attributes (mode, owner, size: chmod, chown, truncate) changed by another process.
+    PageSetattr = 8,
+    /// A bond page unlinked by another process.
+    PageUnlink = 9,
+    /// A bond page renamed, or replaced by a rename, by another process.
+    PageRename = 10,
+    /// A writable mapping of a bond page (mmap or mprotect) by another process.
+    PageMapWrite = 11,
 }
 
 impl VetoWhat {
@@ -90,6 +100,11 @@ impl VetoWhat {
             4 => Some(Self::MemberNetlink),
             5 => Some(Self::MemberIoctl),
             6 => Some(Self::UncheckedWritePath),
+            7 => Some(Self::PageOpenWrite),
+            8 => Some(Self::PageSetattr),
+            9 => Some(Self::PageUnlink),
+            10 => Some(Self::PageRename),
+            11 => Some(Self::PageMapWrite),
             _ => None,
         }
     }
@@ -104,6 +119,11 @@ impl VetoWhat {
             Self::MemberNetlink => "member added via rtnetlink",
             Self::MemberIoctl => "member added via SIOCBONDENSLAVE",
             Self::UncheckedWritePath => "write to a guarded file by an uncheckable path",
+            Self::PageOpenWrite => "bond page opened for writing",
+            Self::PageSetattr => "bond page attributes changed (chmod/chown/truncate)",
+            Self::PageUnlink => "bond page removed",
+            Self::PageRename => "bond page renamed or replaced",
+            Self::PageMapWrite => "writable mapping of a bond page",
         }
     }
 }

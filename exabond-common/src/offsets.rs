@@ -39,6 +39,18 @@ pub struct KernelOffsets {
     pub pt_regs_dx: u32,
     /// `struct bond_opt_value.value` (`u64`).
     pub bond_opt_value_value: u32,
+    /// `struct file.f_mode` (`fmode_t`, 32 bits).
+    pub file_f_mode: u32,
+    /// `struct super_block.s_dev` (`dev_t`, the kernel's encoding: major << 20 | minor).
+    pub super_block_s_dev: u32,
+    /// `struct dentry.d_inode` (`struct inode *`).
+    pub dentry_d_inode: u32,
+    /// `struct vm_area_struct.vm_file` (`struct file *`).
+    pub vm_area_struct_vm_file: u32,
+    /// Index of the `struct dentry *` argument of the `inode_setattr` LSM hook: 0 on 6.1
+    /// (`dentry, attr`), 1 from 6.3 on (`idmap, dentry, attr`). Read from the hook's BTF prototype; the
+    /// agent loads the program written for that argument list (not read by the programs themselves).
+    pub inode_setattr_dentry_arg: u32,
 }
 
 #[cfg(feature = "user")]

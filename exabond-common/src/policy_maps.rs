@@ -28,9 +28,67 @@ pub const EINVAL: u32 = 22;
 /// errno for a forbidden mode change, and for write paths whose content cannot be checked.
 pub const EOPNOTSUPP: u32 = 95;
 
+/// errno for any write access to a bond page by a process other than the agent (as the original driver).
+pub const EACCES: u32 = 13;
+
+/// A bond page file, as the kernel names its inode: `PAGE_INODES` key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PageInode {
+    /// `inode->i_sb->s_dev` in the kernel's encoding (`major << 20 | minor`, see [`kernel_dev`]).
+    pub dev: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
+    /// `inode->i_ino`.
+    pub ino: u64,
+}
+
+/// The kernel's `dev_t` encoding (`MKDEV`: major in the upper 12 bits, minor in the lower 20) of a
+/// device number split into `major` and `minor` (as `stat(2)` reports them).
+#[must_use]
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// The agent process, in its own PID namespace: `AGENT` map value (slot 0). The page guard lets this
+/// process (and only it) write the pages; it is named by namespace so an agent in a container without
+/// the host's PID namespace is recognised (`bpf_get_ns_current_pid_tgid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentId {
+    /// Device of the agent's PID namespace file (`stat /proc/self/ns/pid`: `st_dev`).
+    pub pidns_dev: u64,
+    /// Inode of the agent's PID namespace file (`st_ino`).
+    pub pidns_ino: u64,
+    /// The agent's process id (tgid) in that namespace; 0 = no agent registered (everyone refused).
+    pub tgid: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
+}
+
 /// Interface names as map keys: NUL-padded, 16 bytes.
 pub type IfName = [u8; 16];
 
 #[cfg(feature = "user")]
 // SAFETY: two u32, no padding.
 unsafe impl aya::Pod for GuardedFile {}
+#[cfg(feature = "user")]
+// SAFETY: u32, u32, u64: no implicit padding.
+unsafe impl aya::Pod for PageInode {}
+#[cfg(feature = "user")]
+// SAFETY: u64, u64, u32, u32: no implicit padding.
+unsafe impl aya::Pod for AgentId {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dev_encoding() {
+        // tmpfs/devtmpfs are anonymous devices: major 0.
+        assert_eq!(kernel_dev(0, 5), 5);
+        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
+        assert_eq!(core::mem::size_of::<PageInode>(), 16);
+        assert_eq!(core::mem::size_of::<AgentId>(), 24);
+    }
+}

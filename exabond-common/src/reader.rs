@@ -57,6 +57,15 @@ pub enum ReadError {
         /// The version found.
         found: u32,
     },
+    /// The page was rewritten in another layout while this reader mapped it (an agent of another
+    /// version adopted it in place): the legacy word still works; re-open with a reader that knows it.
+    #[error("the page changed to layout version {found} (magic {magic:#010x}) while mapped; this reader understands version {LAYOUT_VERSION}")]
+    LayoutChanged {
+        /// The magic found.
+        magic: u32,
+        /// The version found.
+        found: u32,
+    },
     /// No consistent copy after [`SNAPSHOT_RETRIES`] attempts.
     #[error(
         "no consistent snapshot after {SNAPSHOT_RETRIES} attempts: the writer died mid-update or the page is corrupt"
@@ -105,12 +114,15 @@ impl PageReader {
         // SAFETY: PAGE_SIZE bytes, page-aligned, kept alive in `_map`.
         let raw = unsafe { RawPage::new(map.as_ptr()) };
         let mut reader = Self { raw, cached: 0, _map: map };
-        let data = reader.snapshot()?;
-        if data.magic != PAGE_MAGIC {
-            return Err(ReadError::BadMagic { path: path.to_owned(), found: data.magic });
-        }
-        if data.version != LAYOUT_VERSION {
-            return Err(ReadError::UnsupportedVersion { path: path.to_owned(), found: data.version });
+        match reader.snapshot() {
+            Ok(_) => {}
+            Err(ReadError::LayoutChanged { magic, .. }) if magic != PAGE_MAGIC => {
+                return Err(ReadError::BadMagic { path: path.to_owned(), found: magic });
+            }
+            Err(ReadError::LayoutChanged { found, .. }) => {
+                return Err(ReadError::UnsupportedVersion { path: path.to_owned(), found });
+            }
+            Err(e) => return Err(e),
         }
         reader.cached = reader.legacy_word();
         Ok(reader)
@@ -166,6 +178,11 @@ impl PageReader {
         for _ in 0..SNAPSHOT_RETRIES {
             // SAFETY: forwarded from the caller.
             if let Some(seq) = unsafe { self.raw.try_read_into(out) } {
+                // SAFETY: a successful read wrote every word of `out`.
+                let (magic, found) = unsafe { ((*out).magic, (*out).version) };
+                if magic != PAGE_MAGIC || found != LAYOUT_VERSION {
+                    return Err(ReadError::LayoutChanged { magic, found });
+                }
                 return Ok(seq);
             }
             core::hint::spin_loop();

@@ -110,6 +110,59 @@ impl RawPage {
         (s1 == s2).then_some(s1)
     }
 
+    /// `magic` and `version` of the block, read without the seqlock (for a writer adopting a page whose
+    /// sequence may be odd).
+    pub(crate) fn magic_version(&self) -> (u32, u32) {
+        const _: () = assert!(core::mem::offset_of!(PageData, magic) == 0);
+        const _: () = assert!(core::mem::offset_of!(PageData, version) == 4);
+        let w = self.words()[0].load(Ordering::Acquire);
+        #[expect(clippy::cast_possible_truncation, reason = "the two halves of one word")]
+        if cfg!(target_endian = "little") {
+            (w as u32, (w >> 32) as u32)
+        } else {
+            ((w >> 32) as u32, w as u32)
+        }
+    }
+
+    /// `failover_count` of the block, read without the seqlock (see [`Self::magic_version`]).
+    pub(crate) fn failover_count(&self) -> u64 {
+        const W: usize = core::mem::offset_of!(PageData, failover_count) / 8;
+        const _: () = assert!(core::mem::offset_of!(PageData, failover_count) % 8 == 0);
+        self.words()[W].load(Ordering::Acquire)
+    }
+
+    /// The block as it is, without the seqlock (for a writer, or a page no writer touches).
+    pub(crate) fn read_unchecked(&self) -> PageData {
+        let mut out = PageData::new("", 0, 0);
+        // SAFETY: `out` is a live PageData; every word is loaded atomically.
+        let dst = (&raw mut out).cast::<u64>();
+        for (i, w) in self.words().iter().enumerate() {
+            // SAFETY: i < DATA_WORDS, the size of PageData in words (asserted in page.rs).
+            unsafe { dst.add(i).write(w.load(Ordering::Relaxed)) };
+        }
+        out
+    }
+
+    /// Whether the page holds exactly `data` and its legacy word (the writer's check that nobody else
+    /// wrote the page; only meaningful while no publication runs).
+    pub(crate) fn holds(&self, data: &PageData) -> bool {
+        self.seq().load(Ordering::Acquire) & 1 == 0
+            && self.legacy().load(Ordering::Relaxed) == data.legacy_word
+            && self.words().iter().zip(data.as_words()).all(|(w, &v)| w.load(Ordering::Relaxed) == v)
+    }
+
+    /// Test hook: start publishing `data` and stop half-way, as a writer that dies mid-publication
+    /// leaves the page: sequence odd, the first half of the block stored, the legacy word not.
+    pub(crate) fn write_torn(&self, data: &PageData) {
+        let seq = self.seq();
+        let s = seq.load(Ordering::Relaxed);
+        seq.store((s | 1) + if s & 1 == 0 { 0 } else { 2 }, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (dst, &src) in self.words().iter().zip(data.as_words()).take(DATA_WORDS / 2) {
+            dst.store(src, Ordering::Relaxed);
+        }
+    }
+
     /// Publish `data` (single writer only): seq odd, block, seq even, then the legacy word.
     pub(crate) fn write(&self, data: &PageData) {
         self.write_over(data, None);

@@ -4,9 +4,11 @@
 //! in optimised builds; a debug build stops at a time cap and prints what it reached).
 //!
 //! The readers are this test binary run again (`std::env::current_exe()`) with [`CHILD_ENV`] set to the
-//! page's path, filtered to the `reader_process` test, which is a no-op without that variable. A reader
-//! stops at its share of the target, when its stdin closes (the parent's time cap) or at its own cap,
-//! and prints one `RESULT` line that the parent parses.
+//! page's path, filtered to the `reader_process` entry point (`--ignored --exact reader_process`): it is
+//! `#[ignore]`d, so a plain `cargo test` never runs it on its own, and it fails loudly when started without
+//! that variable (e.g. by `cargo test -- --ignored`). A reader stops at its share of the target, when its
+//! stdin closes (the parent's time cap) or at its own cap, and prints one `RESULT` line that the parent
+//! parses.
 //! (Integration tests: `missing_docs` does not apply.)
 
 use std::io::{BufRead, BufReader, Read};
@@ -158,12 +160,17 @@ fn run_reader(page: &Path) -> Counts {
     c
 }
 
-/// The reader role: a no-op unless started by [`two_reader_processes_never_see_a_torn_snapshot`].
+/// The reader role of [`two_reader_processes_never_see_a_torn_snapshot`], which starts it as a child process;
+/// not a test of its own.
 #[test]
+#[ignore = "child-process entry point of two_reader_processes_never_see_a_torn_snapshot, which runs it"]
 fn reader_process() {
-    let Some(page) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
+    let page = std::env::var_os(CHILD_ENV).unwrap_or_else(|| {
+        panic!(
+            "reader_process is the reader child of two_reader_processes_never_see_a_torn_snapshot, which starts it \
+             with {CHILD_ENV}=<page path>; run that test instead"
+        )
+    });
     let c = run_reader(Path::new(&page));
     // On its own line: libtest has printed "test reader_process ... " without a newline.
     println!("\n{}", c.line());
@@ -179,7 +186,7 @@ fn two_reader_processes_never_see_a_torn_snapshot() {
     let mut children: Vec<_> = (0..READERS)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "reader_process", "--nocapture", "--test-threads=1"])
+                .args(["--ignored", "--exact", "reader_process", "--nocapture", "--test-threads=1"])
                 .env(CHILD_ENV, w.path())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

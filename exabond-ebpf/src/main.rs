@@ -12,15 +12,16 @@ mod kernel;
 mod lsm_file;
 mod lsm_ioctl;
 mod lsm_netlink;
+mod lsm_page;
 mod mode_audit;
 mod veto;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, RingBuf},
 };
 use exabond_common::offsets::KernelOffsets;
-use exabond_common::policy_maps::{GuardedFile, IfName};
+use exabond_common::policy_maps::{AgentId, GuardedFile, IfName, PageInode};
 
 /// Kernel struct offsets, set by userspace at load time from BTF (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -40,6 +41,11 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     pt_regs_si: 0,
     pt_regs_dx: 0,
     bond_opt_value_value: 0,
+    file_f_mode: 0,
+    super_block_s_dev: 0,
+    dentry_d_inode: 0,
+    vm_area_struct_vm_file: 0,
+    inode_setattr_dentry_arg: 0,
 };
 
 /// Records for the agent (see `exabond_common::event`). 256 KiB: thousands of events of backlog.
@@ -65,6 +71,14 @@ static VERDICT_BY_IFINDEX: HashMap<u32, u32> = HashMap::pinned(16384, 0);
 /// Member verdict by interface name (sysfs `slaves` and the ioctl name devices). Absent = ENODEV.
 #[map]
 static VERDICT_BY_NAME: HashMap<IfName, u32> = HashMap::pinned(16384, 0);
+
+/// The bond pages, by (device, inode): value = the bond's ifindex. Only the agent may write them.
+#[map]
+static PAGE_INODES: HashMap<PageInode, u32> = HashMap::pinned(1024, 0);
+
+/// The agent process allowed to write the pages (slot 0).
+#[map]
+static AGENT: Array<AgentId> = Array::pinned(1, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

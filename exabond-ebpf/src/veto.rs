@@ -34,6 +34,7 @@ pub fn veto(what: VetoWhat, bond_ifindex: u32, member_ifindex: u32, errno: u32, 
 pub fn lsm_ret(errno: u32) -> i32 {
     match errno {
         0 => 0,
+        13 => -13,
         19 => -19,
         22 => -22,
         95 => -95,

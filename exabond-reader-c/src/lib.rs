@@ -87,7 +87,7 @@ impl exabond_error {
         match e {
             ReadError::Open { source, .. } => Self::from_io_error(source),
             ReadError::TooSmall { .. } | ReadError::BadMagic { .. } => EXABOND_ERR_NOT_A_PAGE,
-            ReadError::UnsupportedVersion { .. } => EXABOND_ERR_VERSION,
+            ReadError::UnsupportedVersion { .. } | ReadError::LayoutChanged { .. } => EXABOND_ERR_VERSION,
             ReadError::Inconsistent => EXABOND_ERR_INCONSISTENT,
         }
     }

@@ -22,11 +22,11 @@ fn mode_path(b: &str) -> String {
     format!("/sys/class/net/{b}/bonding/mode")
 }
 
-fn slaves_path(b: &str) -> String {
+pub(crate) fn slaves_path(b: &str) -> String {
     format!("/sys/class/net/{b}/bonding/slaves")
 }
 
-fn expect_errno(what: &str, r: Result<(), i32>, errno: i32) -> anyhow::Result<()> {
+pub(crate) fn expect_errno(what: &str, r: Result<(), i32>, errno: i32) -> anyhow::Result<()> {
     match r {
         Err(e) if e == errno => Ok(()),
         Err(e) => bail!("{what}: failed with errno {e}, expected {errno}"),
@@ -34,7 +34,7 @@ fn expect_errno(what: &str, r: Result<(), i32>, errno: i32) -> anyhow::Result<()
     }
 }
 
-fn expect_code(exabond: &Path, args: &[&str], code: i32, needle: &str) -> anyhow::Result<()> {
+pub(crate) fn expect_code(exabond: &Path, args: &[&str], code: i32, needle: &str) -> anyhow::Result<()> {
     let (c, out, err) = cli(exabond, args)?;
     ensure!(c == code, "exabond {args:?}: exit {c}, expected {code} (stdout {out:?}, stderr {err:?})");
     ensure!(format!("{out}{err}").contains(needle), "exabond {args:?}: output lacks {needle:?}: {out} {err}");
@@ -64,6 +64,32 @@ fn lab_devices() -> anyhow::Result<()> {
     empty_bond("evlan", "active-backup")?;
     write_sysfs(&slaves_path("evlan"), "+ev2.10")?;
     Ok(())
+}
+
+/// Attempt two vetoed operations in turn (mode balance-rr on erenx, +dum0 to ebond's slaves) in a tight loop
+/// until `stop`, counting them in `attempts`; returns how many did not fail with the veto's errno, and the
+/// first few of those.
+fn attempt_vetoed_until(
+    stop: &std::sync::atomic::AtomicBool,
+    attempts: &std::sync::atomic::AtomicU64,
+) -> (u64, Vec<String>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut wrong, mut first) = (0, Vec::new());
+    while !stop.load(Relaxed) {
+        let n = attempts.fetch_add(1, Relaxed);
+        let r = if n % 2 == 0 {
+            expect_errno("balance-rr > erenx/mode", write_file(&mode_path("erenx"), "balance-rr"), EOPNOTSUPP)
+        } else {
+            expect_errno("+dum0 > ebond/slaves", write_file(&slaves_path("ebond"), "+dum0"), ENODEV)
+        };
+        if let Err(e) = r {
+            wrong += 1;
+            if first.len() < 5 {
+                first.push(format!("attempt {n}: {e:#}"));
+            }
+        }
+    }
+    (wrong, first)
 }
 
 /// The suite with the BPF LSM active.
@@ -233,7 +259,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         Ok(())
     });
 
-    s.check("managed bond renamed: page follows the new name, old page retired, vetoes follow", || {
+    s.check("managed bond renamed: page file renamed in place (readers keep it), vetoes follow", || {
         empty_bond("eren", "active-backup")?;
         expect_code(exabond, &["manage", "eren"], 0, "managing eren")?;
         let reader = PageReader::open_in(Path::new(PAGE_DIR), "eren")?;
@@ -242,7 +268,13 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             Path::new(PAGE_DIR).join("exabond-erenx").exists().then_some(())
         })?;
         ensure!(!Path::new(PAGE_DIR).join("exabond-eren").exists(), "old page still there");
-        ensure!(reader.snapshot()?.is_retired(), "old page not retired");
+        let d = reader.snapshot()?;
+        ensure!(
+            !d.is_retired() && d.bond_name() == "erenx",
+            "the reader's page: {:?} retired {}",
+            d.bond_name(),
+            d.is_retired()
+        );
         ensure!(read_page(exabond, Path::new(PAGE_DIR), "erenx")?["bond"] == "erenx", "new page names the bond wrong");
         expect_code(exabond, &["list"], 0, "erenx")?;
         expect_errno("balance-rr > erenx/mode", write_file(&mode_path("erenx"), "balance-rr"), EOPNOTSUPP)?;
@@ -261,11 +293,54 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     });
 
     let Some(mut agent2) = s.check("restart: re-adopts the managed bonds, pages fresh, vetoes without a gap", || {
-        // Only ebond is named: erenx must come back from the pinned map.
-        let a = Agent::start(exabond, Path::new(PAGE_DIR), &["ebond"], &[])?;
-        wait_for("erenx's page to be fresh again", Duration::from_secs(10), || {
-            read_page(exabond, Path::new(PAGE_DIR), "erenx").ok().filter(|v| v["stale"] == false)
-        })?;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        /// Fewer vetoed attempts than this while the new agent starts cannot tell a gap from none.
+        const MIN_ATTEMPTS: u64 = 100;
+        let (mode0, slaves0) = (bond_mode("erenx"), bond_slaves("ebond"));
+        ensure!(mode0.starts_with("active-backup") && !slaves0.contains(&"dum0".to_owned()), "{mode0} {slaves0:?}");
+        // While the new agent starts (it replaces the killed one's pinned LSM links and re-adopts the bonds),
+        // another thread keeps attempting the forbidden operations: not one may get through.
+        let stop = AtomicBool::new(false);
+        let attempts = AtomicU64::new(0);
+        let (started, probed) = std::thread::scope(|sc| {
+            let prober = sc.spawn(|| attempt_vetoed_until(&stop, &attempts));
+            let started = wait_for("the first vetoed attempt", Duration::from_secs(5), || {
+                (attempts.load(Relaxed) > 0).then_some(())
+            })
+            .and_then(|()| {
+                let from = attempts.load(Relaxed);
+                let t = std::time::Instant::now();
+                // Only ebond is named: erenx must come back from the pinned map.
+                let a = Agent::start(exabond, Path::new(PAGE_DIR), &["ebond"], &[])?;
+                wait_for("erenx's page to be fresh again", Duration::from_secs(10), || {
+                    read_page(exabond, Path::new(PAGE_DIR), "erenx").ok().filter(|v| v["stale"] == false)
+                })?;
+                Ok((a, attempts.load(Relaxed) - from, t.elapsed()))
+            });
+            stop.store(true, Relaxed);
+            (started, prober.join())
+        });
+        let (wrong, first) =
+            probed.map_err(|_| anyhow::anyhow!("the thread attempting the forbidden operations panicked"))?;
+        if wrong > 0 {
+            // Best effort, for the checks that follow.
+            let _ = write_file(&mode_path("erenx"), "active-backup");
+            let _ = write_file(&slaves_path("ebond"), "-dum0");
+        }
+        let (a, during, took) = started?;
+        println!("E2E restart: {during} vetoed attempts in {took:.1?} while the new agent started");
+        ensure!(
+            wrong == 0,
+            "{wrong} of {} forbidden operations during the restart did not fail with the veto's errno: {first:?}",
+            attempts.load(Relaxed)
+        );
+        ensure!(
+            during >= MIN_ATTEMPTS,
+            "only {during} vetoed attempts while the agent started: too few to tell there was no gap (at least \
+             {MIN_ATTEMPTS})"
+        );
+        ensure!(bond_mode("erenx") == mode0, "erenx mode {} (was {mode0})", bond_mode("erenx"));
+        ensure!(bond_slaves("ebond") == slaves0, "ebond slaves {:?} (were {slaves0:?})", bond_slaves("ebond"));
         let (_, out, _) = cli(exabond, &["list"])?;
         ensure!(out.split_whitespace().collect::<Vec<_>>() == ["ebond", "erenx"], "list after restart: {out}");
         ensure!(a.log_text().contains("re-adopting"), "no re-adoption in the log:\n{}", a.log_text());

@@ -10,12 +10,17 @@ mod enforce;
 mod lab;
 mod monitor;
 mod operate;
+mod pages;
 mod scenario;
+mod smartnic;
 mod suite;
 mod syscalls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// One group of the suite: runs its checks into the suite.
+type Group<'a> = dyn Fn(&mut suite::Suite) + 'a;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -43,14 +48,33 @@ fn main() -> ExitCode {
     let kernel = lab::sh("uname -r").unwrap_or_default();
     println!("E2E KERNEL {kernel}");
     let mut s = suite::Suite::default();
+    // `cargo xtask test --only PATTERN[,PATTERN]`: the groups whose name contains one of them.
+    let only = std::env::var("EXABOND_E2E_ONLY").unwrap_or_default();
+    let on = |group: &str| only.split(',').any(|p| group.contains(p));
     match mode.as_str() {
         "test" => {
-            scenario::run(&exabond, false, &mut s);
-            monitor::run(&exabond, &mut s);
-            enforce::run(&exabond, &mut s);
-            operate::run(&exabond, &mut s);
+            let groups: [(&str, &Group); 6] = [
+                ("scenario", &|s| scenario::run(&exabond, false, s)),
+                ("monitor", &|s| monitor::run(&exabond, s)),
+                ("enforce", &|s| enforce::run(&exabond, s)),
+                ("operate", &|s| operate::run(&exabond, s)),
+                ("pages", &|s| pages::run(&exabond, s)),
+                ("smartnic", &|s| smartnic::run(&exabond, s)),
+            ];
+            for (name, group) in groups {
+                if on(name) {
+                    group(&mut s);
+                }
+            }
         }
-        "test-nolsm" => enforce::run_nolsm(&exabond, &mut s),
+        "test-nolsm" => {
+            if on("enforce") {
+                enforce::run_nolsm(&exabond, &mut s);
+            }
+            if on("pages") {
+                pages::run_nolsm(&exabond, &mut s);
+            }
+        }
         "demo" => scenario::run(&exabond, true, &mut s),
         _ => {
             eprintln!("usage: exabond-e2e test|test-nolsm|demo [--exabond PATH]");

@@ -599,7 +599,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Err(e) => problems.push(format!("reader benches: {e:#}")),
         }
     }
-    let dir = if args.report_only { crate::vm::stage_dir() } else { stage(&build_all(true)?)? };
+    let dir = if args.report_only { crate::vm::stage_dir() } else { stage(&build_all(true)?, None)? };
     // VM boots: the main one (smp vCPUs: the reader's CPU and a housekeeping CPU), and for the full run
     // one with an extra vCPU for the busy-polling configuration, which needs a core of its own.
     let mut extra = String::new();

@@ -20,7 +20,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     crate::setup::tools()?;
     let ks = kernels(&args.kernel)?;
     testbed(&ks)?;
-    let dir = stage(&build_all(true)?)?;
+    let dir = stage(&build_all(true)?, None)?;
     println!(
         "Booting Debian {} under qemu; inside: bond0 (active-backup, 2 veth), the exabond agent, reader processes.",
         ks[0]

@@ -24,6 +24,9 @@ enum VmCmd {
         /// bpo (6.12), stable (6.1) or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// Only the groups whose name contains PATTERN (see `cargo xtask test --help`).
+        #[arg(long, value_name = "PATTERN")]
+        only: Option<String>,
     },
     /// Run a shell script (path relative to the staged folder, <target dir>/vm) in the VM.
     Exec {
@@ -68,7 +71,7 @@ pub fn stage_dir() -> PathBuf {
 }
 
 /// Copy the binaries into the staging folder and write the scripts the guest runs.
-pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
+pub fn stage(bins: &Binaries, only: Option<&str>) -> anyhow::Result<PathBuf> {
     let dir = stage_dir();
     std::fs::create_dir_all(&dir)?;
     for (src, name) in [(&bins.exabond, "exabond"), (&bins.e2e, "exabond-e2e")] {
@@ -88,6 +91,17 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
         }
         crate::cargo::run_cmd(&mut cc)?;
     }
+    // The stand-in ExaNIC module (a test fixture) of each prepared kernel, as standin/<release>/.
+    for flavour in ["bpo", "stable"] {
+        let query = |what: &str| {
+            testbed_cmd().args([what, flavour]).stderr(Stdio::null()).output().ok().filter(|o| o.status.success())
+        };
+        let (Some(kver), Some(ko)) = (query("kver"), query("standin")) else { continue };
+        let to = dir.join("standin").join(String::from_utf8_lossy(&kver.stdout).trim());
+        std::fs::create_dir_all(&to)?;
+        std::fs::copy(String::from_utf8_lossy(&ko.stdout).trim(), to.join("exanic_standin.ko"))
+            .context("staging the stand-in module")?;
+    }
     // The suite's timeout scale (tests/src/lab.rs) reaches the guest through its script.
     let scale = match std::env::var("EXABOND_E2E_TIMEOUT_SCALE") {
         Ok(v) => {
@@ -97,6 +111,13 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
             format!("export EXABOND_E2E_TIMEOUT_SCALE={k}\n")
         }
         Err(_) => String::new(),
+    };
+    let scale = match only {
+        Some(o) if o.chars().all(|c| c.is_ascii_alphanumeric() || "-_,".contains(c)) => {
+            format!("{scale}export EXABOND_E2E_ONLY={o}\n")
+        }
+        Some(o) => bail!("--only {o:?}: use group names such as pages or pages,smartnic"),
+        None => scale,
     };
     for (name, mode) in [
         ("e2e-test.sh", "test"),
@@ -111,6 +132,17 @@ pub fn stage(bins: &Binaries) -> anyhow::Result<PathBuf> {
         )?;
     }
     Ok(dir)
+}
+
+/// A second, different build of the agent (the debug profile), staged as `exabond-other`: the suite
+/// restarts the agent from it to show that an upgrade adopts the pages in place.
+fn stage_other_build(dir: &Path) -> anyhow::Result<()> {
+    crate::cargo::run_cmd(crate::cargo::cargo().args(["build", "-p", "exabond-agent"]))?;
+    let src = crate::cargo::target_dir().join("debug/exabond");
+    let dst = dir.join("exabond-other");
+    let _ = std::fs::remove_file(&dst);
+    std::fs::copy(&src, &dst).with_context(|| format!("staging {}", src.display()))?;
+    Ok(())
 }
 
 /// Kernel command line of the boots without the BPF LSM (Debian's list minus `bpf`).
@@ -181,14 +213,17 @@ fn parse_counts(s: &str) -> Option<(u32, u32)> {
 }
 
 /// Build, stage and run the end-to-end suite on each kernel.
-pub fn e2e(kernel_arg: &str) -> anyhow::Result<Vec<VmRun>> {
+pub fn e2e(kernel_arg: &str, only: Option<&str>) -> anyhow::Result<Vec<VmRun>> {
     let ks = kernels(kernel_arg)?;
     testbed(&ks)?;
-    let dir = stage(&build_all(true)?)?;
+    let dir = stage(&build_all(true)?, only)?;
+    stage_other_build(&dir)?;
     let mut runs = Vec::new();
     for k in &ks {
         runs.push(run_script(k, "", &dir, "e2e-test.sh", false)?);
-        runs.push(run_script(k, NO_BPF_LSM, &dir, "e2e-nolsm.sh", false)?);
+        if only.is_none_or(|o| o.split(',').any(|p| ["enforce", "pages"].iter().any(|g| g.contains(p)))) {
+            runs.push(run_script(k, NO_BPF_LSM, &dir, "e2e-nolsm.sh", false)?);
+        }
     }
     Ok(runs)
 }
@@ -196,8 +231,8 @@ pub fn e2e(kernel_arg: &str) -> anyhow::Result<Vec<VmRun>> {
 /// Run `cargo xtask vm ...`.
 pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     match &args.cmd {
-        VmCmd::Test { kernel } => {
-            let runs = e2e(kernel)?;
+        VmCmd::Test { kernel, only } => {
+            let runs = e2e(kernel, only.as_deref())?;
             crate::test::report(&runs);
             if runs.iter().all(VmRun::ok) {
                 Ok(())
@@ -208,7 +243,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         VmCmd::Exec { kernel, script } => {
             let ks = kernels(kernel)?;
             testbed(&ks)?;
-            let dir = stage(&build_all(true)?)?;
+            let dir = stage(&build_all(true)?, None)?;
             let r = run_script(ks[0], "", &dir, &script.to_string_lossy(), false)?;
             if r.rc != 0 {
                 bail!("script exited {} in the VM", r.rc);
@@ -218,7 +253,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         VmCmd::Shell { kernel } => {
             let ks = kernels(kernel)?;
             testbed(&ks)?;
-            let dir = stage(&build_all(true)?)?;
+            let dir = stage(&build_all(true)?, None)?;
             let st = testbed_cmd().args(["shell", ks[0]]).arg(&dir).status()?;
             if !st.success() {
                 bail!("VM shell exited {st}");

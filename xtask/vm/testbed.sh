@@ -7,8 +7,11 @@
 #                                        the same path), power off; exit code = the script's, 255 = VM failure
 #   testbed.sh shell <kernel> [<dir>]    interactive shell on the serial console ("exit" powers off)
 #   testbed.sh kver <kernel>             print the kernel release of a prepared kernel
+#   testbed.sh standin <kernel>          print the path of the stand-in ExaNIC module built for it
 #
 # <kernel> is `bpo` (Debian bookworm-backports, 6.12.x) or `stable` (Debian bookworm, 6.1.x).
+# setup also builds xtask/vm/standin-exanic (exanic_standin.ko, a test fixture imitating ExaNIC ports; see
+# its header) against that kernel's Debian headers, into $C/standin-<kernel>/.
 # Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
 # TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 1800),
 # TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror),
@@ -23,6 +26,7 @@ set -euo pipefail
 RECIPE=3
 C=${EXABOND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/exabond}/testbed
 ROOTFS_PKGS="iproute2,kmod,procps,ethtool,iputils-ping"
+STANDIN_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/standin-exanic
 
 log() { echo "[testbed] $*" >&2; }
 die() { echo "[testbed] error: $*" >&2; exit 1; }
@@ -47,6 +51,13 @@ host_packages() {
     command -v depmod >/dev/null || need+=(kmod)
     command -v zstd >/dev/null || need+=(zstd)
     command -v xz >/dev/null || need+=(xz-utils)
+    # The stand-in module's build: Debian's headers compile with x86_64-linux-gnu-gcc-12; 6.12 adds module
+    # BTF with pahole.
+    command -v x86_64-linux-gnu-gcc-12 >/dev/null || need+=(gcc-12)
+    command -v make >/dev/null || need+=(make)
+    command -v pahole >/dev/null || need+=(dwarves)
+    # objdump: the reader library's hot-path test inspects its machine code.
+    command -v objdump >/dev/null || need+=(binutils)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing host packages: ${need[*]}"
         apt-get update -qq
@@ -92,6 +103,87 @@ get_kernel() { # <flavour>
     local v; v=$(ls "$K/lib/modules")
     depmod -b "$K" "$v"
     echo "$v" > "$K/.done"
+}
+
+# The Debian package version of the cached kernel (e.g. 6.12.95-1~bpo12+1), from the .deb it was extracted from.
+kpkgver() { # <flavour>
+    local V deb="" f
+    V=$(kver "$1")
+    for f in "$C"/debs/linux-image-"$V"_*.deb; do
+        [ -f "$f" ] && { [ -z "$deb" ] || [ "$f" -nt "$deb" ]; } && deb=$f
+    done
+    [ -n "$deb" ] || die "kernel $1: the package of $V is gone from $C/debs; remove $(kdir "$1") and run setup"
+    dpkg-deb -f "$deb" Version
+}
+
+# linux-headers-<V> (the -amd64 tree), its -common tree and linux-kbuild (scripts/, tools/) of the cached
+# kernel's version, extracted under $C/headers-<flavour>; the -amd64 Makefile includes the -common one by its
+# /usr/src path: point it at the extracted copy (the scripts/tools symlinks are relative and stay inside).
+hdrdir() { echo "$C/headers-$1/usr/src/linux-headers-$(kver "$1")"; }
+get_headers() { # <flavour>
+    local F=$1 V ver H hdr common kbuild kbver deps
+    V=$(kver "$F"); ver=$(kpkgver "$F"); H="$C/headers-$F"; hdr="linux-headers-$V"
+    [ "$(cat "$H/.done" 2>/dev/null)" = "$V $ver" ] && return
+    private_apt
+    deps=$(papt apt-cache depends "$hdr=$ver" 2>/dev/null | awk '$1=="Depends:"{print $2}') \
+        || die "kernel $F: $hdr=$ver is not in the archive"
+    common=$(echo "$deps" | grep -E '^linux-headers-.*-common$' | head -1)
+    kbuild=$(echo "$deps" | grep -E '^linux-kbuild-' | head -1)
+    [ -n "$common" ] && [ -n "$kbuild" ] || die "kernel $F: cannot resolve the -common/kbuild packages of $hdr=$ver"
+    # linux-kbuild-x.y is shared by every ABI of a series, so the archive may hold only a newer Debian
+    # revision of it than the kernel's (bookworm-security did: image 6.1.192-2, kbuild 6.1.192-3). It only
+    # brings the build tools (modpost, fixdep, objtool...); take the same upstream version if the exact
+    # one is gone.
+    local avail; avail=$(papt apt-cache madison "$kbuild" | awk '{print $3}')
+    kbver=$ver
+    if ! echo "$avail" | grep -qxF "$ver"; then
+        kbver=$(echo "$avail" | awk -v up="${ver%-*}" '{v=$1; sub(/-[^-]*$/,"",v)} v==up{print $1; exit}')
+        [ -n "$kbver" ] || die "kernel $F: no $kbuild of upstream version ${ver%-*} in the archive"
+        log "kernel $F: $kbuild=$ver is gone from the archive; using $kbver (same upstream version)"
+    fi
+    log "kernel $F: downloading $hdr, $common ($ver) and $kbuild ($kbver)"
+    mkdir -p "$C/debs"
+    (cd "$C/debs" && papt apt-get download -qq "$hdr=$ver" "$common=$ver" "$kbuild=$kbver")
+    rm -rf "$H"; mkdir -p "$H"
+    local p v
+    for p in "$hdr:$ver" "$common:$ver" "$kbuild:$kbver"; do
+        v=${p#*:}; dpkg-deb -x "$C/debs/${p%%:*}_${v//:/%3a}_"*.deb "$H"
+    done
+    sed -i "s#^include /usr/src/#include $H/usr/src/#" "$H/usr/src/$hdr/Makefile"
+    grep -q "^include $H/usr/src/$common/Makefile\$" "$H/usr/src/$hdr/Makefile" \
+        || die "kernel $F: unexpected $hdr/Makefile: $(head -3 "$H/usr/src/$hdr/Makefile")"
+    [ -x "$H/usr/src/$hdr/scripts/mod/modpost" ] || die "kernel $F: the kbuild tools are missing from $H"
+    echo "$V $ver" > "$H/.done"
+}
+
+standin_hash() { cat "$STANDIN_SRC/exanic_standin.c" "$STANDIN_SRC/Kbuild" | sha256sum | cut -c1-16; }
+
+# The stand-in ExaNIC module for a kernel: $C/standin-<flavour>/exanic_standin.ko, rebuilt when the recipe,
+# the kernel or the module source changes.
+build_standin() { # <flavour>
+    local F=$1 V S hdrs stamp
+    V=$(kver "$F"); S="$C/standin-$F"
+    stamp="$RECIPE $V $(kpkgver "$F") $(standin_hash)"
+    if [ -f "$S/exanic_standin.ko" ] && [ "$(cat "$S/.stamp" 2>/dev/null)" = "$stamp" ]; then return; fi
+    get_headers "$F"; hdrs=$(hdrdir "$F")
+    log "kernel $F: building the stand-in ExaNIC module (exanic_standin.ko)"
+    rm -rf "$S"; mkdir -p "$S/build"
+    cp "$STANDIN_SRC/exanic_standin.c" "$STANDIN_SRC/Kbuild" "$S/build/"
+    make -C "$hdrs" M="$S/build" modules >"$S/build.log" 2>&1 \
+        || { tail -30 "$S/build.log" >&2; die "kernel $F: the stand-in module did not build (log above, $S/build.log)"; }
+    ! grep -E 'warning:|WARNING:' "$S/build.log" >&2 || die "kernel $F: the stand-in module built with warnings"
+    [ "$(modinfo -F vermagic "$S/build/exanic_standin.ko" | awk '{print $1}')" = "$V" ] \
+        || die "kernel $F: the stand-in module's vermagic is not $V"
+    cp "$S/build/exanic_standin.ko" "$S/exanic_standin.ko"
+    echo "$stamp" > "$S/.stamp"
+}
+
+standin_path() { # <flavour>
+    local S="$C/standin-$1"
+    [ -f "$S/exanic_standin.ko" ] && [ -f "$(kdir "$1")/.done" ] \
+        && [ "$(cat "$S/.stamp" 2>/dev/null)" = "$RECIPE $(kver "$1") $(kpkgver "$1") $(standin_hash)" ] \
+        || die "the stand-in module for $1 is missing or stale: run 'cargo xtask setup'"
+    echo "$S/exanic_standin.ko"
 }
 
 build_rootfs() {
@@ -201,7 +293,7 @@ setup() {
     host_packages
     for F in "$@"; do check_flavour "$F"; get_kernel "$F"; done
     build_rootfs
-    for F in "$@"; do build_image "$F"; build_initramfs "$F"; log "kernel $F ready: $(kver "$F")"; done
+    for F in "$@"; do build_image "$F"; build_initramfs "$F"; build_standin "$F"; log "kernel $F ready: $(kver "$F")"; done
 }
 
 accel_args() {
@@ -246,5 +338,6 @@ case "${1:-}" in
     run)   shift; [ $# -eq 3 ] || die "usage: $0 run <kernel> <hostdir> <script>"; run "$@" ;;
     shell) shift; check_flavour "${1:-}"; ready "$1"; boot "$1" "$(realpath "${2:-.}")" "tbmode=shell" ;;
     kver)  shift; check_flavour "${1:-}"; kver "$1" ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    standin) shift; check_flavour "${1:-}"; standin_path "$1" ;;
+    *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

@@ -59,6 +59,10 @@ pub struct AgentArgs {
     /// publication (no wake-up) for a whole CPU; with a CPU number, the thread is pinned to that CPU.
     #[arg(long, value_name = "CPU", num_args = 0..=1, default_missing_value = "any")]
     pub busy_poll: Option<String>,
+    /// Test hook for the end-to-end suite: abort in the middle of the next failover publication (page
+    /// sequence left odd, block half written), as a crash would.
+    #[arg(long, hide = true)]
+    pub test_crash_mid_publish: bool,
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -125,10 +129,14 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!(enforcement = mode.as_str(), "enforcement mode");
     // `ebpf` keeps the kprobes attached; the ring buffer moves to the event thread.
-    let (mut ebpf, maps, events) = match loaded {
+    let (mut ebpf, mut maps, events) = match loaded {
         Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events)),
         None => (None, None, None),
     };
+    if let Some(m) = maps.as_mut() {
+        // Before any page is opened: the page guard refuses writes by anyone but the registered agent.
+        ebpf_loader::register_agent(&mut m.agent).context("registering with the page guard")?;
+    }
     let logger = ebpf.as_mut().and_then(|e| match aya_log::EbpfLogger::init(e) {
         Ok(lg) => Some(lg),
         Err(err) => {
@@ -172,6 +180,18 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         tracing::info!("{msg}");
     }
     lock(&shared.enforcement).drop_stale_guards();
+    retire_orphan_pages(&shared);
+    {
+        // The page guard protects exactly the pages of the bonds managed now.
+        let mut enf = lock(&shared.enforcement);
+        enf.sync_pages(&lock(&shared.publisher).page_inodes());
+    }
+    if args.test_crash_mid_publish {
+        tracing::warn!("--test-crash-mid-publish: this agent aborts in the middle of the next failover publication");
+        lock(&shared.publisher).crash_on_next_failover();
+    }
+    let page_watch = crate::page_watch::open(&cfg.page_dir)
+        .with_context(|| format!("cannot watch the page directory {} (inotify)", cfg.page_dir.display()))?;
     // A failover between the dump above and the map inserts is caught by this refresh.
     netlink::refresh(&shared, exabond_common::page::ChangeSource::Netlink).await?;
 
@@ -184,6 +204,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     };
     tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
     tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
+    tracker.spawn(crate::page_watch::watch(shared.clone(), page_watch, cancel.clone()));
     let pitfalls = Arc::new(mac_pitfall::Tracker::default());
     tracker.spawn(mac_pitfall::watch(shared.clone(), pitfalls.clone(), cancel.clone()));
     if let Some(l) = metrics_listener {
@@ -221,6 +242,32 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped; pages stay in place with their heartbeat stopped");
     Ok(())
+}
+
+/// Pages in the page directory whose bond is not managed now (a bond deleted or unmanaged while no agent
+/// ran): retired (a reader that still maps one sees RETIRED) and removed. Other files are left alone.
+fn retire_orphan_pages(shared: &Shared) {
+    let (managed, dir) = {
+        let p = lock(&shared.publisher);
+        (p.names(), p.page_dir().to_owned())
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(bond) = name.to_str().and_then(|n| n.strip_prefix(exabond_common::page::PAGE_FILE_PREFIX)) else {
+            continue;
+        };
+        if managed.iter().any(|m| m == bond) {
+            continue;
+        }
+        match exabond_common::writer::retire_orphan(&e.path()) {
+            Ok(true) => {
+                tracing::warn!(bond, page = %e.path().display(), "page of a bond that is no longer managed: retired and removed")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!(bond, "cannot retire an orphaned page: {err}"),
+        }
+    }
 }
 
 /// How the eBPF event thread waits (`--busy-poll [CPU]`).

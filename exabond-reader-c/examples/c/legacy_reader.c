@@ -3,10 +3,12 @@
  * without libexabond or exabond.h: it shows that unchanged exasock-style code keeps working on an
  * exabond page.
  *
- *   legacy_reader PAGE_FILE [--count N]
+ *   legacy_reader PAGE_FILE [--count N] [--private]
  *
  * What it relies on, and nothing else:
- *   - the page file can be open(O_RDONLY)'d and mmap(PROT_READ, MAP_SHARED)'d;
+ *   - the page file can be open(O_RDONLY)'d and mmap(PROT_READ, MAP_SHARED)'d, or MAP_PRIVATE with
+ *     --private, exactly as libexasock maps /dev/exabond-<bond> (exasock-bonding.c); the file is opened
+ *     once and never again, so the page must keep its inode across agent restarts;
  *   - the 32-bit word at offset 0: bits 0-15 flags (bit 0 = an active slave exists), bits 16-23 the
  *     SmartNIC id of the active slave, bits 24-31 its port;
  *   - "the word differs from the cached copy" means the active link changed.
@@ -32,7 +34,7 @@
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s PAGE_FILE [--count N]\n", argv0);
+    fprintf(stderr, "usage: %s PAGE_FILE [--count N] [--private]\n", argv0);
     exit(2);
 }
 
@@ -40,9 +42,12 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     unsigned long long count = 0; /* 0: forever */
+    int flags = MAP_SHARED;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--count") == 0) {
+        if (strcmp(argv[i], "--private") == 0) {
+            flags = MAP_PRIVATE;
+        } else if (strcmp(argv[i], "--count") == 0) {
             char *end;
             if (++i >= argc)
                 usage(argv[0]);
@@ -65,7 +70,7 @@ int main(int argc, char **argv)
         return 1;
     }
     long page = sysconf(_SC_PAGESIZE);
-    void *map = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
+    void *map = mmap(NULL, (size_t)page, PROT_READ, flags, fd, 0);
     if (map == MAP_FAILED) {
         fprintf(stderr, "legacy_reader: mmap %s: %s\n", path, strerror(errno));
         return 1;
