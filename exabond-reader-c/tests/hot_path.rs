@@ -1,21 +1,41 @@
 //! `exabond_changed` and `exabond_legacy_word` must stay a NULL check, a load and a compare: no call (so no
-//! allocation, no lock, no syscall). Checked on the machine code of the optimised `libexabond.so`
-//! (`cargo test --release -p exabond-reader-c --test hot_path`); a debug build does not inline, so there
-//! the test only says so. Skipped if `objdump` (binutils) is missing; x86_64 only.
+//! allocation, no lock, no syscall). Checked on the machine code of the optimised `libexabond.so`, the one
+//! users get, whatever profile this test runs under: a debug build does not inline, so the library next to
+//! a debug test executable would prove nothing. The test therefore builds it itself with
+//! `cargo build --release -p exabond-reader-c --lib` (the workspace's own target directory, whose release
+//! build later reuses it; cargo holds no lock on it while tests run). Needs `objdump` (binutils): without
+//! it the test fails. x86_64 only.
 
 #![cfg(target_arch = "x86_64")]
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `libexabond.so` from the directory of this test executable (see tests/c_programs.rs).
-fn shared_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps.join("libexabond.so"), deps.parent().unwrap().join("libexabond.so")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("libexabond.so is built with the crate by `cargo test -p exabond-reader-c`")
+/// Build the release `libexabond.so` and return its path (from cargo's JSON artifact messages).
+fn optimised_library() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "--lib", "-p", "exabond-reader-c", "--message-format=json-render-diagnostics"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
+    assert!(
+        out.status.success(),
+        "cargo build --release -p exabond-reader-c failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
+        .filter_map(|l| {
+            let files = l.split_once(r#""filenames":["#)?.1.split_once(']')?.0;
+            files.split(',').map(|f| f.trim_matches('"')).find(|f| f.ends_with("/libexabond.so")).map(PathBuf::from)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no libexabond.so among cargo's artifacts:\n{stdout}"))
 }
 
 /// The instructions of `symbol` in `objdump -d` output.
@@ -32,18 +52,11 @@ fn instructions(disassembly: &str, symbol: &str) -> Vec<String> {
 
 #[test]
 fn hot_path_functions_make_no_calls() {
-    if cfg!(debug_assertions) {
-        println!("debug build: not inlined, nothing to check (run with --release)");
-        return;
-    }
-    let lib = shared_library();
-    let out = match Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(&lib).output() {
-        Ok(o) if o.status.success() => o,
-        _ => {
-            println!("objdump not available: skipped");
-            return;
-        }
-    };
+    let lib = optimised_library();
+    let out = Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(&lib).output().unwrap_or_else(|e| {
+        panic!("objdump (binutils) is needed to inspect the machine code of {}: {e}", lib.display())
+    });
+    assert!(out.status.success(), "objdump -d {} failed: {}", lib.display(), String::from_utf8_lossy(&out.stderr));
     let asm = String::from_utf8_lossy(&out.stdout);
     for symbol in ["exabond_changed", "exabond_legacy_word"] {
         let code = instructions(&asm, symbol);
@@ -57,6 +70,6 @@ fn hot_path_functions_make_no_calls() {
             })
             .collect();
         assert!(bad.is_empty(), "{symbol} calls out: {bad:?}\n{code:#?}");
-        println!("{symbol}: {} instructions, no call", code.len());
+        println!("{symbol} in {}: {} instructions, no call", lib.display(), code.len());
     }
 }

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
+use exabond_common::clock::monotonic_ns;
 use serde_json::Value;
 
-use crate::lab::{cli, read_sysfs, sh, sh_try, wait_for, Agent, Bond};
+use crate::lab::{cli, read_page, read_sysfs, sh, sh_try, wait_for, Agent, Bond};
+use crate::scenario::probe_saw;
 use crate::suite::Suite;
 use crate::syscalls::write_file;
 
@@ -21,6 +23,8 @@ const BOND: &str = "obond";
 const DUMMY: &str = "odum";
 const METRICS_ADDR: &str = "127.0.0.1:9464";
 const CONFIG: &str = "/tmp/exabond-operate.toml";
+/// The member veto's errno for a device that is not a permitted member.
+const ENODEV: i32 = 19;
 /// Generous: the VM is emulated (TCG).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The agent looks for MAC pitfalls every 3 s.
@@ -184,8 +188,9 @@ fn donor_member(exabond: &Path, bond: &Bond) -> anyhow::Result<(String, String)>
     Ok((donor, mac))
 }
 
-/// `exabond status` and `status --json` show everything an operator needs; true if the BPF LSM is active.
-fn status_shows_everything(exabond: &Path, bond: &Bond) -> anyhow::Result<bool> {
+/// `exabond status` and `status --json` show everything an operator needs, enforcement by the BPF LSM
+/// included (this group runs in the boot with the BPF LSM only).
+fn status_shows_everything(exabond: &Path, bond: &Bond) -> anyhow::Result<()> {
     let mut last = Value::Null;
     let r = wait_for("both members up in status", Duration::from_secs(10), || {
         let st = status_json(exabond).ok()?;
@@ -206,12 +211,11 @@ fn status_shows_everything(exabond: &Path, bond: &Bond) -> anyhow::Result<bool> 
     ensure!(b["page"]["last_change_source"].is_string(), "last_change_source: {b}");
     ensure!(b["vetoes"].is_u64(), "vetoes: {b}");
     ensure!(b["mac_pitfall"] == false, "MAC pitfall before anything happened: {b}");
-    let enforcement = st["enforcement"].as_str().unwrap_or_default().to_owned();
-    ensure!(enforcement == "lsm-veto" || enforcement == "detect-and-revert", "enforcement: {st}");
+    ensure!(st["enforcement"] == "lsm-veto", "enforcement (the BPF LSM is active in this boot): {st}");
     let (c, text, err) = cli(exabond, &["status"])?;
     ensure!(c == 0, "exabond status: exit {c}: {err}");
     for needle in [
-        format!("enforcement {enforcement}"),
+        "enforcement lsm-veto".to_owned(),
         format!("{BOND}  mode active-backup"),
         format!("active {active}"),
         "failovers ".into(),
@@ -222,14 +226,14 @@ fn status_shows_everything(exabond: &Path, bond: &Bond) -> anyhow::Result<bool> 
     ] {
         ensure!(text.contains(&needle), "status text lacks {needle:?}:\n{text}");
     }
-    Ok(enforcement == "lsm-veto")
+    Ok(())
 }
 
-/// The operate suite.
+/// The operate suite (the boot with the BPF LSM: `exabond-e2e test`).
 pub fn run(exabond: &Path, s: &mut Suite) {
     s.check("config: a bad file is refused, naming the file, the key and the line", || config_errors(exabond));
 
-    let Some(bond) = s.check("operate lab: bond obond of two veth members", || Bond::create(BOND, 2)) else {
+    let Some(bond) = s.setup("operate lab: bond obond of two veth members", || Bond::create(BOND, 2)) else {
         return;
     };
     let config = format!(
@@ -250,91 +254,101 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         return;
     };
 
-    let lsm = s
-        .check(
-            "status and status --json: mode, active slave, members (driver, link), failovers, source, \
-             enforcement, vetoes",
-            || status_shows_everything(exabond, &bond),
-        )
-        .unwrap_or(true);
+    s.check(
+        "status and status --json: mode, active slave, members (driver, link), failovers, source, enforcement \
+         lsm-veto, vetoes",
+        || status_shows_everything(exabond, &bond),
+    );
 
     let Some(watcher) = s.check("watch --json subscribes", || Watcher::start(exabond)) else {
         return;
     };
 
-    s.check("watch: a failover (write to active_slave) is one JSON line", || {
-        let old = bond.active().context("active_slave")?;
-        let other = bond.members.iter().find(|m| **m != old).context("a second member")?.clone();
-        bond.opt("active_slave", &other)?;
-        let v = watcher
-            .find("a failover line", |v| v["event"] == "failover" && v["bond"] == BOND && v["to"] == other.as_str())?;
-        ensure!(v["from"] == old.as_str(), "from: {v}");
-        ensure!(v["failover_count"].as_u64().is_some_and(|n| n >= 1), "failover_count: {v}");
-        ensure!(v["source"].is_string(), "source: {v}");
-        Ok(())
-    });
+    // The failover count the watch line reported, for the metrics check.
+    let failovers = s.check(
+        "watch: a failover (write to active_slave) is one JSON line, published by eBPF first and seen by the \
+         probe",
+        || {
+            let before = read_page(exabond, Path::new(PAGE_DIR), BOND)?;
+            let n = before["failover_count"].as_u64().context("failover_count")?;
+            let old = bond.active().context("active_slave")?;
+            let other = bond.members.iter().find(|m| **m != old).context("a second member")?.clone();
+            let since = monotonic_ns();
+            bond.opt("active_slave", &other)?;
+            let v = watcher.find("a failover line", |v| {
+                v["event"] == "failover" && v["bond"] == BOND && v["to"] == other.as_str()
+            })?;
+            ensure!(v["from"] == old.as_str(), "from: {v}");
+            ensure!(v["failover_count"].as_u64() == Some(n + 1), "failover_count after {n}: {v}");
+            // The probe at the entry of bond_change_active_slave sees a write to active_slave on an idle bond
+            // before any netlink notification exists.
+            ensure!(v["source"] == "ebpf", "source (the eBPF probe must publish it first): {v}");
+            ensure!(v["kernel_to_page_us"].is_number(), "kernel_to_page_us: {v}");
+            probe_saw(exabond, Path::new(PAGE_DIR), BOND, n + 1, since)?;
+            Ok(n + 1)
+        },
+    );
 
-    s.check("watch: a refused member is a veto line with pid and comm (or a revert without the BPF LSM)", || {
+    // The veto count the status showed, for the metrics check.
+    let vetoes = s.check("watch: a refused member is a veto line with pid and comm, counted in status", || {
         let _ = sh("modprobe dummy numdummies=0");
         sh(&format!("ip link add {DUMMY} type dummy"))?;
         let ifindex: u64 = read_sysfs(&format!("/sys/class/net/{BOND}/ifindex"))?.parse()?;
         let r = write_file(&format!("/sys/class/net/{BOND}/bonding/slaves"), &format!("+{DUMMY}"));
-        if lsm {
-            ensure!(r.is_err(), "+{DUMMY} was accepted by the kernel");
-            let v = watcher.find("a veto line", |v| v["event"] == "veto" && v["bond_ifindex"] == ifindex)?;
-            ensure!(v["comm"].as_str().is_some_and(|c| !c.is_empty()), "no comm: {v}");
-            ensure!(
-                v["pid"] == u64::from(std::process::id()),
-                "pid {} is not ours ({}): {v}",
-                v["pid"],
-                std::process::id()
-            );
-            ensure!(v["bond"] == BOND, "bond name missing: {v}");
-            ensure!(v["detail"].as_str().is_some_and(|d| d.contains(DUMMY)), "detail: {v}");
-            let b = bond_entry(&status_json(exabond)?)?;
-            ensure!(b["vetoes"].as_u64().is_some_and(|n| n >= 1), "veto not counted: {b}");
-        } else {
-            watcher.find("a revert line", |v| v["event"] == "revert" && v["bond"] == BOND)?;
-        }
-        Ok(())
+        ensure!(r == Err(ENODEV), "+{DUMMY}: {r:?}, expected the veto's errno ENODEV");
+        let v = watcher.find("a veto line", |v| v["event"] == "veto" && v["bond_ifindex"] == ifindex)?;
+        ensure!(v["comm"].as_str().is_some_and(|c| !c.is_empty()), "no comm: {v}");
+        ensure!(
+            v["pid"] == u64::from(std::process::id()),
+            "pid {} is not ours ({}): {v}",
+            v["pid"],
+            std::process::id()
+        );
+        ensure!(v["bond"] == BOND, "bond name missing: {v}");
+        ensure!(v["detail"].as_str().is_some_and(|d| d.contains(DUMMY)), "detail: {v}");
+        let b = bond_entry(&status_json(exabond)?)?;
+        let n = b["vetoes"].as_u64().filter(|&n| n >= 1).with_context(|| format!("veto not counted: {b}"))?;
+        Ok(n)
     });
 
-    s.check("metrics: GET /metrics has every metric; failovers of obond >= 1; other paths 404", || {
-        let (status, text) = http_get("/metrics")?;
-        ensure!(status.starts_with("HTTP/1.1 200"), "status line {status:?}:\n{text}");
-        for name in [
-            "exabond_failovers_total",
-            "exabond_vetoes_total",
-            "exabond_slave_link_up",
-            "exabond_active_slave_info",
-            "exabond_page_update_latency_seconds_bucket",
-            "exabond_page_update_latency_seconds_count",
-            "exabond_agent_heartbeat_age_seconds",
-            "exabond_managed_bonds",
-            "exabond_enforcement_lsm",
-            "exabond_mac_pitfalls",
-        ] {
-            ensure!(text.contains(name), "{name} missing:\n{text}");
-        }
-        let failovers = sample(&text, &format!("exabond_failovers_total{{bond=\"{BOND}\"}}"));
-        ensure!(failovers.is_some_and(|n| n >= 1.0), "exabond_failovers_total of {BOND}: {failovers:?}\n{text}");
-        let active = bond.active().context("active_slave")?;
-        let info = sample(&text, &format!("exabond_active_slave_info{{bond=\"{BOND}\",slave=\"{active}\"}}"));
-        ensure!(info == Some(1.0), "active slave info for {active}: {info:?}\n{text}");
-        for m in &bond.members {
-            let up = sample(&text, &format!("exabond_slave_link_up{{bond=\"{BOND}\",slave=\"{m}\"}}"));
-            ensure!(up == Some(1.0), "link of {m}: {up:?}\n{text}");
-        }
-        ensure!(sample(&text, "exabond_managed_bonds").is_some_and(|n| n >= 1.0), "managed bonds:\n{text}");
-        ensure!(sample(&text, "exabond_enforcement_lsm") == Some(if lsm { 1.0 } else { 0.0 }), "lsm:\n{text}");
-        if lsm {
+    s.check_after(
+        failovers.zip(vetoes),
+        "metrics: GET /metrics has every metric; failovers and vetoes of obond as counted above; other paths 404",
+        |(failovers, vetoes)| {
+            let (status, text) = http_get("/metrics")?;
+            ensure!(status.starts_with("HTTP/1.1 200"), "status line {status:?}:\n{text}");
+            for name in [
+                "exabond_failovers_total",
+                "exabond_vetoes_total",
+                "exabond_slave_link_up",
+                "exabond_active_slave_info",
+                "exabond_page_update_latency_seconds_bucket",
+                "exabond_page_update_latency_seconds_count",
+                "exabond_agent_heartbeat_age_seconds",
+                "exabond_managed_bonds",
+                "exabond_enforcement_lsm",
+                "exabond_mac_pitfalls",
+            ] {
+                ensure!(text.contains(name), "{name} missing:\n{text}");
+            }
+            let f = sample(&text, &format!("exabond_failovers_total{{bond=\"{BOND}\"}}"));
+            ensure!(f == Some(failovers as f64), "exabond_failovers_total of {BOND}: {f:?}, page {failovers}\n{text}");
+            let active = bond.active().context("active_slave")?;
+            let info = sample(&text, &format!("exabond_active_slave_info{{bond=\"{BOND}\",slave=\"{active}\"}}"));
+            ensure!(info == Some(1.0), "active slave info for {active}: {info:?}\n{text}");
+            for m in &bond.members {
+                let up = sample(&text, &format!("exabond_slave_link_up{{bond=\"{BOND}\",slave=\"{m}\"}}"));
+                ensure!(up == Some(1.0), "link of {m}: {up:?}\n{text}");
+            }
+            ensure!(sample(&text, "exabond_managed_bonds").is_some_and(|n| n >= 1.0), "managed bonds:\n{text}");
+            ensure!(sample(&text, "exabond_enforcement_lsm") == Some(1.0), "lsm:\n{text}");
             let v = sample(&text, &format!("exabond_vetoes_total{{bond=\"{BOND}\"}}"));
-            ensure!(v.is_some_and(|n| n >= 1.0), "vetoes of {BOND}: {v:?}\n{text}");
-        }
-        let (status, _) = http_get("/nope")?;
-        ensure!(status.starts_with("HTTP/1.1 404"), "GET /nope: {status:?}");
-        Ok(())
-    });
+            ensure!(v.is_some_and(|n| n >= vetoes as f64), "vetoes of {BOND}: {v:?}, status said {vetoes}\n{text}");
+            let (status, _) = http_get("/nope")?;
+            ensure!(status.starts_with("HTTP/1.1 404"), "GET /nope: {status:?}");
+            Ok(())
+        },
+    );
 
     s.check("MAC pitfall: releasing the member whose MAC the bond carries is flagged in status, watch and log", || {
         let (donor, mac) = donor_member(exabond, &bond)?;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use exabond_common::clock::monotonic_ns;
 use serde_json::Value;
 
 use crate::lab::{read_page, sh, wait_for, Agent, Bond, Waiter};
@@ -31,6 +32,15 @@ impl Trigger {
             Self::AdminDown => "failover by admin-down of the active slave",
         }
     }
+
+    /// Short name, for the steps that follow it.
+    const fn short(self) -> &'static str {
+        match self {
+            Self::Carrier => "carrier loss",
+            Self::Write => "active_slave write",
+            Self::AdminDown => "admin-down",
+        }
+    }
 }
 
 /// What a reader measured for one failover.
@@ -44,6 +54,38 @@ struct Seen {
 
 fn str_of(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or("null").to_owned()
+}
+
+/// The page of `bond` once it carries the eBPF probe's kernel time of failover number `count`
+/// (`kernel_event_ns != 0`, taken at or after `since`, CLOCK_MONOTONIC): proof that the probe at the entry of
+/// `bond_change_active_slave` saw that change, whichever source published it first (when netlink or the poll
+/// wins the race, the late eBPF event still stamps the kernel's time). With wrong kernel offsets the probe
+/// filters every event out, netlink and the poll still keep the page right, and only this tells.
+pub(crate) fn probe_saw(exabond: &Path, page_dir: &Path, bond: &str, count: u64, since: u64) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    let v = wait_for(
+        &format!("the eBPF probe's kernel time of failover {count} on the page of {bond}"),
+        Duration::from_secs(5),
+        || {
+            let v = read_page(exabond, page_dir, bond).ok()?;
+            last = v.clone();
+            (v["kernel_event_ns"].as_u64().is_some_and(|k| k != 0) || v["failover_count"].as_u64() != Some(count))
+                .then_some(v)
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (the probe never saw the change): {last}"))?;
+    ensure!(
+        v["failover_count"].as_u64() == Some(count),
+        "the page moved on to failover {} before the probe's time of failover {count} showed: {v}",
+        v["failover_count"]
+    );
+    let k = v["kernel_event_ns"].as_u64().unwrap_or(0);
+    let change = v["last_change_mono_ns"].as_u64().unwrap_or(0);
+    ensure!(
+        since <= k && k <= change,
+        "kernel_event_ns {k} not within [trigger {since}, page change {change}]: not this failover's event: {v}"
+    );
+    Ok(v)
 }
 
 fn show(exabond: &Path, demo: bool) {
@@ -62,6 +104,7 @@ fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<See
     ensure!(str_of(&before, "active_slave") == old, "page shows {} but the kernel {old}", before["active_slave"]);
     let other = bond.members.iter().find(|m| **m != old).context("a second member")?.clone();
     let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
+    let since = monotonic_ns();
     match trigger {
         Trigger::Carrier => sh(&format!("ip link set {old}p down"))?,
         Trigger::Write => {
@@ -84,6 +127,20 @@ fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<See
         seen["failover_count"]
     );
     ensure!(seen["legacy_active"] == true, "legacy ACTIVE bit clear");
+    if matches!(trigger, Trigger::Write) {
+        // The probe sits at the entry of bond_change_active_slave: on an idle bond it sees a write to
+        // active_slave before any netlink notification exists, so eBPF must publish it first.
+        ensure!(
+            seen["last_change_source"] == "ebpf" && seen["kernel_event_ns"].as_u64().is_some_and(|k| k != 0),
+            "a write to active_slave on an idle bond was not published by the eBPF probe first: source {}, \
+             kernel_event_ns {}",
+            seen["last_change_source"],
+            seen["kernel_event_ns"]
+        );
+    }
+    // Carrier loss and admin-down: netlink or the poll may legitimately publish first, but the probe must
+    // have seen the change all the same.
+    let stamped = probe_saw(exabond, dir, BOND, n + 1, since)?;
     // Settled: no flapping, no double count, roles right.
     std::thread::sleep(Duration::from_millis(300));
     let after = read_page(exabond, dir, BOND)?;
@@ -97,7 +154,7 @@ fn failover(exabond: &Path, bond: &Bond, trigger: Trigger) -> anyhow::Result<See
         from: old,
         to: kernel,
         source: str_of(&seen, "last_change_source"),
-        kernel_to_page_us: seen["kernel_to_page_us"].as_f64(),
+        kernel_to_page_us: stamped["kernel_to_page_us"].as_f64(),
         kernel_to_reader_us: seen["kernel_to_reader_us"].as_f64(),
     })
 }
@@ -110,11 +167,11 @@ fn fmt_us(v: Option<f64>) -> String {
 pub fn run(exabond: &Path, demo: bool, s: &mut Suite) {
     let kernel = sh("uname -r").unwrap_or_default();
     let dir = Path::new(PAGE_DIR);
-    let Some(bond) = s.check("bond0: active-backup, miimon 10, two veth members", || Bond::create(BOND, 2)) else {
+    let Some(bond) = s.setup("bond0: active-backup, miimon 10, two veth members", || Bond::create(BOND, 2)) else {
         return;
     };
     let Some(mut agent) =
-        s.check("agent loads eBPF, manages bond0, publishes its page", || Agent::start(exabond, dir, &[BOND], &[]))
+        s.setup("agent loads eBPF, manages bond0, publishes its page", || Agent::start(exabond, dir, &[BOND], &[]))
     else {
         return;
     };
@@ -133,11 +190,13 @@ pub fn run(exabond: &Path, demo: bool, s: &mut Suite) {
     show(exabond, demo);
 
     let mut seen = Vec::new();
+    // Each failover needs every member up, which the step after the previous one restores.
+    let mut members_up = Some(());
     for t in [Trigger::Carrier, Trigger::Write, Trigger::AdminDown] {
         if demo {
             println!("\n>>> {}", t.label());
         }
-        if let Some(x) = s.check(t.label(), || failover(exabond, &bond, t)) {
+        if let Some(x) = s.check_after(members_up, t.label(), |()| failover(exabond, &bond, t)) {
             if demo {
                 println!(
                     "    reader saw {} -> {} (first seen by {}; kernel→page {}, kernel→reader {})",
@@ -151,48 +210,75 @@ pub fn run(exabond: &Path, demo: bool, s: &mut Suite) {
             seen.push((t, x));
         }
         show(exabond, demo);
-        s.check("members restored (links up, page unchanged active)", || {
-            let before = read_page(exabond, dir, BOND)?;
-            for m in &bond.members {
-                bond.restore(m)?;
-            }
-            wait_for("the page to show every link up", Duration::from_secs(5), || {
-                let v = read_page(exabond, dir, BOND).ok()?;
-                v["slaves"].as_array()?.iter().all(|x| x["link"] == "up").then_some(())
-            })?;
-            let after = read_page(exabond, dir, BOND)?;
-            ensure!(after["failover_count"] == before["failover_count"], "restoring links counted a failover");
-            Ok(())
-        });
+        members_up = s.check(
+            &format!("after the {}: members restored, links up on the page, no failover counted", t.short()),
+            || {
+                let before = read_page(exabond, dir, BOND)?;
+                for m in &bond.members {
+                    bond.restore(m)?;
+                }
+                wait_for("the page to show every link up", Duration::from_secs(5), || {
+                    let v = read_page(exabond, dir, BOND).ok()?;
+                    v["slaves"].as_array()?.iter().all(|x| x["link"] == "up").then_some(())
+                })?;
+                let after = read_page(exabond, dir, BOND)?;
+                ensure!(after["failover_count"] == before["failover_count"], "restoring links counted a failover");
+                Ok(())
+            },
+        );
     }
 
     if demo {
         println!("\n>>> all members lose carrier");
     }
-    s.check("all slaves down: no active slave, legacy ACTIVE bit clear", || {
-        let before = read_page(exabond, dir, BOND)?;
-        let n = before["failover_count"].as_u64().context("failover_count")?;
-        let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
-        for m in &bond.members {
-            sh(&format!("ip link set {m}p down"))?;
-        }
-        let v = waiter.finish()?;
-        wait_for("the kernel to have no active slave", Duration::from_secs(10), || {
-            bond.active().filter(String::is_empty)
-        })?;
-        ensure!(v["active_slave"].is_null(), "active_slave {}", v["active_slave"]);
-        ensure!(v["legacy_active"] == false, "legacy word {}", v["legacy_word"]);
-        ensure!(v["slaves"].as_array().unwrap().iter().all(|x| x["link"] == "down" || x["role"] == "backup"), "{v}");
-        Ok(())
-    });
+    s.check_after(
+        members_up,
+        "all slaves down: no active slave, legacy ACTIVE bit clear, every link down, seen by the probe",
+        |()| {
+            let before = read_page(exabond, dir, BOND)?;
+            let n = before["failover_count"].as_u64().context("failover_count")?;
+            let waiter = Waiter::start(exabond, dir, BOND, n + 1)?;
+            // The backups first, the active member last: one change, from it to none.
+            let active = bond.active().context("active_slave")?;
+            let mut order: Vec<&String> = bond.members.iter().filter(|m| **m != active).collect();
+            order.push(&active);
+            let since = monotonic_ns();
+            for m in order {
+                sh(&format!("ip link set {m}p down"))?;
+            }
+            let v = waiter.finish()?;
+            wait_for("the kernel to have no active slave", Duration::from_secs(10), || {
+                bond.active().filter(String::is_empty)
+            })?;
+            ensure!(v["active_slave"].is_null(), "active_slave {}", v["active_slave"]);
+            ensure!(v["legacy_active"] == false, "legacy word {}", v["legacy_word"]);
+            // The links come from netlink or the poll, possibly after the failover was published.
+            let mut last = Value::Null;
+            let v = wait_for("the page to show every member's link down", Duration::from_secs(5), || {
+                let v = read_page(exabond, dir, BOND).ok()?;
+                last = v.clone();
+                let slaves = v["slaves"].as_array()?;
+                (slaves.len() == bond.members.len() && slaves.iter().all(|x| x["link"] == "down")).then_some(v)
+            })
+            .map_err(|e| anyhow::anyhow!("{e}: {last}"))?;
+            ensure!(v["active_slave"].is_null(), "an active slave again: {v}");
+            ensure!(
+                v["slaves"].as_array().unwrap().iter().all(|x| x["role"] == "backup"),
+                "a member still active: {v}"
+            );
+            ensure!(v["failover_count"].as_u64() == Some(n + 1), "failover_count {} after {n}", v["failover_count"]);
+            probe_saw(exabond, dir, BOND, n + 1, since)?;
+            Ok(())
+        },
+    );
     show(exabond, demo);
 
     s.check("SIGTERM: agent exits 0, page stays and goes stale", || {
         let st = agent.terminate(Duration::from_secs(15))?;
         ensure!(st.success(), "agent exit status {st}\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(1300));
-        let v = read_page(exabond, dir, BOND)?;
-        ensure!(v["stale"] == true, "page not stale after the agent stopped: {v}");
+        wait_for("the page to go stale (heartbeat older than 1 s)", Duration::from_secs(5), || {
+            read_page(exabond, dir, BOND).ok().filter(|v| v["stale"] == true)
+        })?;
         Ok(())
     });
 
