@@ -1,5 +1,5 @@
 //! Builds the eBPF programs (exabond-ebpf) for bpfel-unknown-none with aya-build; the object lands in
-//! OUT_DIR and is embedded by `include_bytes_aligned!`.
+//! `OUT_DIR` and is embedded by `include_bytes_aligned!`.
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {

@@ -41,27 +41,21 @@ impl ActiveFiles {
     fn matches(&mut self, ifindex: u32, name: &[u8; IFNAMSIZ], active: &[u8; IFNAMSIZ]) -> bool {
         if self.open.get(&ifindex).is_none_or(|(n, _)| n != name) {
             let path = self.sys_class_net.join(cstr(name)).join("bonding/active_slave");
-            match File::open(path) {
-                Ok(f) => {
-                    self.open.insert(ifindex, (*name, f));
-                }
-                Err(_) => {
-                    self.open.remove(&ifindex);
-                    return false;
-                }
+            if let Ok(f) = File::open(path) {
+                self.open.insert(ifindex, (*name, f));
+            } else {
+                self.open.remove(&ifindex);
+                return false;
             }
         }
         let Some((_, f)) = self.open.get(&ifindex) else { return false };
         let mut buf = [0u8; 64];
-        match f.read_at(&mut buf, 0) {
-            Ok(n) => {
-                let text = std::str::from_utf8(&buf[..n]).unwrap_or("").trim();
-                text == cstr(active)
-            }
-            Err(_) => {
-                self.open.remove(&ifindex);
-                false
-            }
+        if let Ok(n) = f.read_at(&mut buf, 0) {
+            let text = std::str::from_utf8(&buf[..n]).unwrap_or("").trim();
+            text == cstr(active)
+        } else {
+            self.open.remove(&ifindex);
+            false
         }
     }
 }

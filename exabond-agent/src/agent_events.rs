@@ -1,12 +1,41 @@
 //! What the agent tells its observers (`exabond watch`, the metrics endpoint): an event bus and the
-//! page-update latency histogram.
+//! page-update latency histogram. Neither needs one of the agent's locks (see `shared.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Events a subscriber may fall behind by before it is told it missed some.
+pub const BUS_CAPACITY: usize = 1024;
+
+/// The observers' event bus: a broadcast channel. Emitting takes none of the agent's locks (a broadcast
+/// sender is `Sync`), so any task or thread emits after it has released them.
+#[derive(Clone)]
+pub struct Bus(broadcast::Sender<AgentEvent>);
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self(broadcast::channel(BUS_CAPACITY).0)
+    }
+}
+
+impl Bus {
+    /// Tell every subscriber.
+    pub fn emit(&self, ev: AgentEvent) {
+        // An error only says that nobody is subscribed: fine.
+        let _ = self.0.send(ev);
+    }
+
+    /// A receiver of every later event.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<AgentEvent> {
+        self.0.subscribe()
+    }
+}
 
 /// One thing that happened, as `exabond watch --json` prints it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The active slave of a managed bond changed (on the page).

@@ -35,7 +35,7 @@ pub struct BondView {
     pub name: String,
     /// Bonding mode.
     pub mode: BondMode,
-    /// ifindex of the active slave (IFLA_BOND_ACTIVE_SLAVE), 0 if none.
+    /// ifindex of the active slave (`IFLA_BOND_ACTIVE_SLAVE`), 0 if none.
     pub active_ifindex: u32,
     /// MII monitor interval in ms (0 = off).
     pub miimon_ms: u32,
@@ -53,7 +53,7 @@ pub struct BondView {
 pub const DEFAULT_POLL_MS: u32 = 200;
 
 impl BondView {
-    /// The poll period for this bond: MIN(miimon, arp_interval) where a zero value, or an ARP interval
+    /// The poll period for this bond: MIN(miimon, `arp_interval`) where a zero value, or an ARP interval
     /// without targets, counts as 200 ms.
     #[must_use]
     pub fn poll_interval_ms(&self) -> u32 {
@@ -134,7 +134,7 @@ pub fn name(msg: &LinkMessage) -> Option<String> {
     msg.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
 }
 
-/// IFLA_MASTER of a link message.
+/// `IFLA_MASTER` of a link message.
 #[must_use]
 pub fn controller(msg: &LinkMessage) -> Option<u32> {
     msg.attributes.iter().find_map(|a| if let LinkAttribute::Controller(c) = a { Some(*c) } else { None })
@@ -229,7 +229,7 @@ mod tests {
             name,
             vec![
                 LinkAttribute::Controller(master),
-                LinkAttribute::Address(vec![2, 0, 0, 0, 0, index as u8]),
+                LinkAttribute::Address(vec![2, 0, 0, 0, 0, u8::try_from(index).unwrap()]),
                 LinkAttribute::LinkInfo(vec![
                     LinkInfo::Kind(InfoKind::Veth),
                     LinkInfo::PortKind(netlink_packet_route::link::InfoPortKind::Bond),
@@ -237,7 +237,7 @@ mod tests {
                         InfoBondPort::BondPortState(state),
                         InfoBondPort::MiiStatus(mii),
                         InfoBondPort::LinkFailureCount(3),
-                        InfoBondPort::PermHwaddr(vec![2, 0, 0, 0, 1, index as u8]),
+                        InfoBondPort::PermHwaddr(vec![2, 0, 0, 0, 1, u8::try_from(index).unwrap()]),
                     ])),
                 ]),
             ],

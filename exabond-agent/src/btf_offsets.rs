@@ -158,8 +158,7 @@ fn struct_of(btf: &Btf, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
         match t {
             Type::Struct(s) | Type::Union(s) => return Some(s),
             Type::Typedef(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            Type::Const(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            Type::Volatile(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            Type::Const(ref x) | Type::Volatile(ref x) => t = btf.resolve_chained_type(x).ok()?,
             _ => return None,
         }
     }
@@ -171,7 +170,7 @@ mod tests {
     use super::*;
 
     /// This machine's kernel has no bonding module, but its vmlinux BTF is there: the generic lookup is
-    /// checked on it (net_device.ifindex is an `int` at a byte offset in every kernel). The bonding
+    /// checked on it (`net_device.ifindex` is an `int` at a byte offset in every kernel). The bonding
     /// structs are checked in the VM test bed.
     #[test]
     fn net_device_ifindex_from_host_btf() {

@@ -5,13 +5,16 @@
 //! | `bonds` | list of bond names | `--bond` (repeatable) | none |
 //! | `member_drivers` | list of driver names | `--member-driver` (repeatable) | none (`exanic` is always allowed) |
 //! | `page_dir` | path | `--page-dir` | `/dev` |
-//! | `poll_ms` | integer (ms) | `--poll-ms` | MIN(miimon, arp_interval) of the bonds |
+//! | `poll_ms` | integer (ms) | `--poll-ms` | MIN(miimon, `arp_interval`) of the bonds |
 //! | `metrics_addr` | `"IP:PORT"` | `--metrics-addr` | none (no metrics endpoint) |
 //! | `socket` | path | `--socket` | `/run/exabond/control.sock` |
 //!
 //! A flag given on the command line wins over the file; a list given by flags replaces the file's list (it
 //! is not appended to). Unknown keys are an error, and every error names the file, the line and column, and
 //! the key.
+//!
+//! This module knows nothing of the command line: `cli::agent` turns its flags into [`Settings`] and calls
+//! [`resolve`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::control;
+/// Default path of the control socket.
+pub const DEFAULT_SOCKET: &str = "/run/exabond/control.sock";
 
 /// The settings one source (the file, or the command line) gives; `None` / absent = not given there.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -199,40 +203,18 @@ impl Settings {
             page_dir: self.page_dir.unwrap_or_else(|| PathBuf::from(exabond_common::page::DEFAULT_PAGE_DIR)),
             poll_ms: self.poll_ms,
             metrics_addr: self.metrics_addr,
-            socket: self.socket.unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET)),
+            socket: self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         }
     }
 }
 
-/// The settings of the command line (a list counts as given when it is not empty).
+/// The configuration of `exabond agent`: the settings its `flags` give over its `--config` file (if any)
+/// over the defaults.
 ///
 /// # Errors
-/// [`ConfigError::Flag`] for an invalid `--bond`.
-pub fn from_flags(args: &crate::cli::agent::AgentArgs) -> Result<Settings, ConfigError> {
-    for b in &args.bonds {
-        crate::ifname::validate(b).map_err(|e| ConfigError::Flag {
-            flag: "--bond",
-            value: b.clone(),
-            message: e.to_string(),
-        })?;
-    }
-    Ok(Settings {
-        bonds: (!args.bonds.is_empty()).then(|| args.bonds.iter().map(|b| Spanned::new(0..0, b.clone())).collect()),
-        member_drivers: (!args.member_drivers.is_empty()).then(|| args.member_drivers.clone()),
-        page_dir: args.page_dir.clone(),
-        poll_ms: args.poll_ms,
-        metrics_addr: args.metrics_addr,
-        socket: args.socket.clone(),
-    })
-}
-
-/// The configuration of `exabond agent`: its flags over its `--config` file (if any) over the defaults.
-///
-/// # Errors
-/// [`ConfigError`] naming the file, line, column and key, or the flag.
-pub fn resolve(args: &crate::cli::agent::AgentArgs) -> Result<AgentConfig, ConfigError> {
-    let flags = from_flags(args)?;
-    let file = match &args.config {
+/// [`ConfigError`] naming the file, line, column and key.
+pub fn resolve(flags: Settings, file: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+    let file = match file {
         Some(p) => Settings::load(p)?,
         None => Settings::default(),
     };
@@ -277,7 +259,7 @@ socket = "/run/exabond/control.sock"
         let c = parse("").unwrap().finish();
         assert!(c.bonds.is_empty() && c.member_drivers.is_empty());
         assert_eq!(c.page_dir, Path::new("/dev"));
-        assert_eq!(c.socket, Path::new(control::DEFAULT_SOCKET));
+        assert_eq!(c.socket, Path::new(DEFAULT_SOCKET));
         assert_eq!(c.poll_ms, None);
         assert_eq!(c.metrics_addr, None);
     }
@@ -304,7 +286,7 @@ socket = "/run/exabond/control.sock"
         // A file-less run: the flags over the defaults.
         let c = Settings { page_dir: Some("/tmp/p".into()), ..Settings::default() }.over(Settings::default()).finish();
         assert_eq!(c.page_dir, Path::new("/tmp/p"));
-        assert_eq!(c.socket, Path::new(control::DEFAULT_SOCKET));
+        assert_eq!(c.socket, Path::new(DEFAULT_SOCKET));
         assert_eq!(names(&parse(FULL).unwrap()), ["bond0", "bond1"]);
     }
 

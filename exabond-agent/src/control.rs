@@ -25,17 +25,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_events::AgentEvent;
+use crate::exit_code::Exit;
 use crate::mac_pitfall::Tracker;
-use crate::manage::{self, lock, Shared};
-
-/// Default socket path.
-pub const DEFAULT_SOCKET: &str = "/run/exabond/control.sock";
-/// Exit code: the caller is not root.
-pub const EXIT_PERMISSION: u8 = 10;
-/// Exit code: no agent is listening.
-pub const EXIT_NO_AGENT: u8 = 11;
-/// Exit code: malformed request.
-pub const EXIT_USAGE: u8 = 2;
+use crate::manage;
+use crate::shared::Shared;
 
 /// Bind the socket (mode 0600, replacing a stale one).
 ///
@@ -101,7 +94,8 @@ async fn handle(
     if cred.uid() != 0 {
         tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: not root");
         w.write_all(
-            format!("err {EXIT_PERMISSION} permission denied: the exabond control socket is for root\n").as_bytes(),
+            format!("err {} permission denied: the exabond control socket is for root\n", Exit::PermissionDenied)
+                .as_bytes(),
         )
         .await?;
         return Ok(());
@@ -121,12 +115,13 @@ async fn handle(
 use tokio::io::AsyncReadExt as _;
 
 /// One event as a `watch` line (without the newline): the `AgentEvent` serialisation, fields in their
-/// declared order; a veto also gets the bond's name (`bond`) after its tag.
+/// declared order; a veto also gets the bond's name (`bond`) after its tag (from the enforcement side's
+/// managed bonds: the real-time publisher lock is not taken for it).
 fn event_line(ev: &AgentEvent, shared: &Shared) -> String {
     let line = serde_json::to_string(ev).unwrap_or_default();
     if let AgentEvent::Veto { bond_ifindex, .. } = ev {
-        let p = lock(&shared.publisher);
-        if let Some(name) = p.names().into_iter().find(|n| p.ifindex_of(n) == Some(*bond_ifindex)) {
+        let name = shared.enforcement().bond_name(*bond_ifindex).map(str::to_owned);
+        if let Some(name) = name {
             const TAG: &str = r#"{"event":"veto","#;
             if let Some(rest) = line.strip_prefix(TAG) {
                 return format!("{TAG}\"bond\":{},{rest}", serde_json::Value::String(name));
@@ -145,7 +140,7 @@ async fn watch(
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::RecvError;
     // Subscribed before the reply: every event after the client has read `ok` reaches it.
-    let mut rx = lock(&shared.publisher).subscribe();
+    let mut rx = shared.events.subscribe();
     w.write_all(b"ok watching\n").await?;
     tracing::debug!("control: a watcher connected");
     let mut scratch = [0u8; 64];
@@ -197,10 +192,11 @@ async fn answer(req: &str, shared: &Shared) -> String {
     } else if req.is_empty() || req == "list" {
         Ok(manage::list(shared))
     } else if req == "status" {
-        Ok(manage::status(shared, &shared.page_dir))
+        Ok(manage::status(shared))
     } else {
         return format!(
-            "err {EXIT_USAGE} unknown request {req:?}: use +BOND, -BOND, ?DEVICE, list, status, pitfalls or watch"
+            "err {} unknown request {req:?}: use +BOND, -BOND, ?DEVICE, list, status, pitfalls or watch",
+            Exit::Usage
         );
     };
     match result {
@@ -221,7 +217,7 @@ fn log(req: &str, r: &Result<String, manage::ControlError>) {
 pub enum Reply {
     /// Success with its message.
     Ok(String),
-    /// Refusal with exit code and message.
+    /// Refusal with exit code (an [`Exit`] number, as the agent sent it) and message.
     Err(u8, String),
 }
 
@@ -234,9 +230,9 @@ pub fn parse_reply(line: &str) -> Reply {
     }
     if let Some(rest) = line.strip_prefix("err ") {
         let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
-        return Reply::Err(code.parse().unwrap_or(manage::EXIT_INTERNAL), msg.to_owned());
+        return Reply::Err(code.parse().unwrap_or(Exit::Internal.code()), msg.to_owned());
     }
-    Reply::Err(manage::EXIT_INTERNAL, format!("malformed reply from the agent: {line:?}"))
+    Reply::Err(Exit::Internal.code(), format!("malformed reply from the agent: {line:?}"))
 }
 
 /// Send one request to the agent and return its reply (client side, blocking).
@@ -245,21 +241,22 @@ pub fn parse_reply(line: &str) -> Reply {
 /// `(exit code, message)` when the agent cannot be reached.
 pub fn request(path: &Path, req: &str) -> Result<Reply, (u8, String)> {
     use std::io::{BufRead as _, Write as _};
+    let internal = |e: std::io::Error| (Exit::Internal.code(), e.to_string());
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
-            (EXIT_PERMISSION, format!("permission denied on {}: run as root", path.display()))
+            (Exit::PermissionDenied.code(), format!("permission denied on {}: run as root", path.display()))
         }
         _ => (
-            EXIT_NO_AGENT,
+            Exit::NoAgent.code(),
             format!(
                 "no exabond agent is running (cannot connect to {}: {e}); start one with `exabond agent`",
                 path.display()
             ),
         ),
     })?;
-    s.write_all(format!("{req}\n").as_bytes()).map_err(|e| (manage::EXIT_INTERNAL, e.to_string()))?;
+    s.write_all(format!("{req}\n").as_bytes()).map_err(internal)?;
     let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line).map_err(|e| (manage::EXIT_INTERNAL, e.to_string()))?;
+    std::io::BufReader::new(s).read_line(&mut line).map_err(internal)?;
     Ok(parse_reply(&line))
 }
 
@@ -282,9 +279,6 @@ mod tests {
         use std::io::{BufRead as _, Write as _};
 
         use crate::agent_events::AgentEvent;
-        use crate::enforcement::{Enforcement, Mode};
-        use crate::policy::MemberPolicy;
-        use crate::publisher::Publisher;
 
         // SAFETY: geteuid(2) has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -294,18 +288,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exabond-ctl-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("control.sock");
-        let (conn, handle, _) = rtnetlink::new_connection().unwrap();
-        tokio::spawn(conn);
-        let shared = Arc::new(Shared {
-            publisher: Arc::new(crate::pi_mutex::PiMutex::new(Publisher::new(dir.clone()))),
-            enforcement: Arc::new(crate::pi_mutex::PiMutex::new(Enforcement::new(
-                None,
-                MemberPolicy::new(&[]),
-                Mode::DetectAndRevert,
-            ))),
-            handle,
-            page_dir: dir.clone(),
-        });
+        let shared = Arc::new(crate::shared::for_tests(dir.clone()));
         let cancel = CancellationToken::new();
         let server =
             tokio::spawn(serve(bind(&path).unwrap(), path.clone(), shared.clone(), Arc::default(), cancel.clone()));
@@ -331,15 +314,12 @@ mod tests {
         });
         let first = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap()).await.unwrap();
         assert_eq!(first, "ok watching\n");
-        lock(&shared.publisher).emit(AgentEvent::Member { bond: "b0".into(), member: "m0".into(), change: "added" });
+        shared.emit(AgentEvent::Member { bond: "b0".into(), member: "m0".into(), change: "added" });
         // Written into the socket before the flood.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        {
-            let p = lock(&shared.publisher);
-            // Far more than the bus holds while the client does not read.
-            for _ in 0..5000 {
-                p.emit(AgentEvent::Manage { bond: "b1".into() });
-            }
+        // Far more than the bus holds while the client does not read.
+        for _ in 0..5000 {
+            shared.emit(AgentEvent::Manage { bond: "b1".into() });
         }
         go_tx.send(()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -361,7 +341,7 @@ mod tests {
     #[test]
     fn no_agent_is_exit_11() {
         let e = request(Path::new("/nonexistent/exabond.sock"), "list").unwrap_err();
-        assert_eq!(e.0, EXIT_NO_AGENT);
+        assert_eq!(e.0, Exit::NoAgent);
         assert!(e.1.contains("no exabond agent"), "{}", e.1);
     }
 }

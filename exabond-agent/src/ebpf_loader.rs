@@ -238,3 +238,22 @@ pub fn release_pins() {
     }
     let _ = std::fs::remove_dir(PIN_DIR);
 }
+
+/// Without loading the programs (`--no-ebpf`): if a previous agent left the page guard pinned, register
+/// with it all the same (the guard would otherwise refuse this agent its own pages). Returns whether a
+/// pinned guard was found.
+///
+/// # Errors
+/// A pinned `AGENT` map that cannot be opened or written.
+pub fn register_with_pinned_guard() -> anyhow::Result<bool> {
+    let path = Path::new(PIN_DIR).join("AGENT");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let data =
+        MapData::from_pin(&path).map_err(|e| anyhow::anyhow!("cannot open the pinned {}: {e}", path.display()))?;
+    let mut agent: Array<MapData, AgentId> = Array::try_from(aya::maps::Map::Array(data))
+        .map_err(|e| anyhow::anyhow!("the pinned {} is not the page guard's map: {e}", path.display()))?;
+    register_agent(&mut agent)?;
+    Ok(true)
+}

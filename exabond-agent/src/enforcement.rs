@@ -1,9 +1,13 @@
 //! Keeps the enforcement maps equal to what the policy says: member verdicts for every device on the host,
-//! the managed bonds (by ifindex and name) and their guarded sysfs files.
+//! the managed bonds (by ifindex and name) and their guarded sysfs files. Owner of the member verdicts and
+//! of the set of devices they forbid as active slave ([`ForbiddenSet`], handed to the publisher by
+//! `Shared::change_verdicts`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use aya::maps::MapError;
 use exabond_common::page::name_buf;
 use exabond_common::policy_maps::{GuardedFile, PageInode, FILE_MODE, FILE_SLAVES};
 use netlink_packet_route::link::LinkMessage;
@@ -33,6 +37,43 @@ impl Mode {
     }
 }
 
+/// The devices the member policy refuses, which are never published as the active slave (their ifindexes).
+///
+/// Computed by [`Enforcement`] alone, from its verdicts; only this module builds a non-empty one. The
+/// publisher keeps a read-only copy, replaced whole (an `Arc` swap) by `Shared::change_verdicts` under the
+/// enforcement lock, so the eBPF event thread checks it holding the publisher lock only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForbiddenSet(Arc<BTreeSet<u32>>);
+
+impl ForbiddenSet {
+    /// Whether device `ifindex` is refused.
+    #[must_use]
+    pub fn contains(&self, ifindex: u32) -> bool {
+        self.0.contains(&ifindex)
+    }
+}
+
+/// A failure to place a bond under the vetoes.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforcementError {
+    /// A guarded sysfs file cannot be stat'ed.
+    #[error("stat {}: {source}", path.display())]
+    Stat {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A map cannot be written.
+    #[error("enforcement map {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// The cause.
+        source: MapError,
+    },
+}
+
 #[derive(Clone, Debug)]
 struct LinkEntry {
     name: String,
@@ -45,21 +86,53 @@ pub struct Enforcement {
     policy: MemberPolicy,
     links: BTreeMap<u32, LinkEntry>,
     managed: BTreeMap<u32, String>,
+    /// The forbidden set last handed out by [`Enforcement::forbidden_update`].
+    forbidden_handed: BTreeSet<u32>,
     /// How vetoes are enforced.
     pub mode: Mode,
 }
 
-fn warn_map<E: std::fmt::Display>(what: &str, r: Result<(), E>) {
+/// Log a failed map update, naming the map.
+fn warn_map<E: std::fmt::Display>(map: &str, r: Result<(), E>) {
     if let Err(e) = r {
-        tracing::error!("enforcement map {what}: {e}");
+        tracing::error!("enforcement map {map}: {e}");
     }
+}
+
+/// Whether a map error only says that the key is not there.
+fn is_absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Log a failed map removal, naming the map; a key already absent is not a failure (the entry is gone
+/// either way).
+fn warn_remove(map: &str, r: Result<(), MapError>) {
+    match r {
+        Err(e) if !is_absent(&e) => tracing::error!("enforcement map {map}: remove: {e}"),
+        _ => {}
+    }
+}
+
+/// For `filter_map` over a map's keys or entries: the item, or `None` with the failure logged (naming the
+/// map).
+fn listed<T>(map: &'static str) -> impl FnMut(Result<T, MapError>) -> Option<T> {
+    move |r| r.map_err(|e| tracing::error!("enforcement map {map}: listing: {e}")).ok()
+}
+
+/// A map update for [`Enforcement::manage`], its failure naming the map.
+fn map_write(map: &'static str, r: Result<(), MapError>) -> Result<(), EnforcementError> {
+    r.map_err(|source| EnforcementError::Map { map, source })
 }
 
 impl Enforcement {
     /// `maps` is `None` with `--no-ebpf`.
     #[must_use]
     pub fn new(maps: Option<EnforcementMaps>, policy: MemberPolicy, mode: Mode) -> Self {
-        Self { maps, policy, links: BTreeMap::new(), managed: BTreeMap::new(), mode }
+        Self { maps, policy, links: BTreeMap::new(), managed: BTreeMap::new(), forbidden_handed: BTreeSet::new(), mode }
     }
 
     /// The member policy.
@@ -68,7 +141,7 @@ impl Enforcement {
         &self.policy
     }
 
-    /// Device info for the policy: kind from rtnetlink, driver from ETHTOOL_GDRVINFO.
+    /// Device info for the policy: kind from rtnetlink, driver from `ETHTOOL_GDRVINFO`.
     #[must_use]
     pub fn device_info(name: &str, kind: &str) -> DeviceInfo {
         DeviceInfo { name: name.to_owned(), kind: kind.to_owned(), driver: sysinfo::driver_of(name) }
@@ -77,7 +150,7 @@ impl Enforcement {
     /// Bonds recorded as managed in the pinned map (from a previous agent), to re-adopt.
     #[must_use]
     pub fn pinned_managed(&self) -> Vec<u32> {
-        self.maps.as_ref().map(|m| m.managed.keys().filter_map(Result::ok).collect()).unwrap_or_default()
+        self.maps.as_ref().map(|m| m.managed.keys().filter_map(listed("managed")).collect()).unwrap_or_default()
     }
 
     /// Update the verdict of one device from its link message.
@@ -91,7 +164,7 @@ impl Enforcement {
             }
             let old_name = old.name.clone();
             if let Some(m) = self.maps.as_mut() {
-                let _ = m.verdict_by_name.remove(&name_buf(&old_name));
+                warn_remove("verdict_by_name", m.verdict_by_name.remove(&name_buf(&old_name)));
             }
         }
         let verdict = self.policy.verdict(&Self::device_info(&name, &kind));
@@ -107,8 +180,8 @@ impl Enforcement {
     pub fn remove_link(&mut self, ifindex: u32) {
         if let Some(e) = self.links.remove(&ifindex) {
             if let Some(m) = self.maps.as_mut() {
-                let _ = m.verdict_by_ifindex.remove(&ifindex);
-                let _ = m.verdict_by_name.remove(&name_buf(&e.name));
+                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&ifindex));
+                warn_remove("verdict_by_name", m.verdict_by_name.remove(&name_buf(&e.name)));
             }
         }
     }
@@ -125,16 +198,20 @@ impl Enforcement {
         }
         // Entries pinned by a previous agent for devices that no longer exist.
         if let Some(m) = self.maps.as_mut() {
-            let stale: Vec<u32> =
-                m.verdict_by_ifindex.keys().filter_map(Result::ok).filter(|i| !present.contains(i)).collect();
+            let stale: Vec<u32> = m
+                .verdict_by_ifindex
+                .keys()
+                .filter_map(listed("verdict_by_ifindex"))
+                .filter(|i| !present.contains(i))
+                .collect();
             for i in stale {
-                let _ = m.verdict_by_ifindex.remove(&i);
+                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&i));
             }
             let names: BTreeSet<[u8; 16]> = self.links.values().map(|e| name_buf(&e.name)).collect();
             let stale: Vec<[u8; 16]> =
-                m.verdict_by_name.keys().filter_map(Result::ok).filter(|n| !names.contains(n)).collect();
+                m.verdict_by_name.keys().filter_map(listed("verdict_by_name")).filter(|n| !names.contains(n)).collect();
             for n in stale {
-                let _ = m.verdict_by_name.remove(&n);
+                warn_remove("verdict_by_name", m.verdict_by_name.remove(&n));
             }
         }
     }
@@ -154,21 +231,21 @@ impl Enforcement {
     /// Guard a bond: managed maps and its sysfs `mode`/`slaves` files.
     ///
     /// # Errors
-    /// If a sysfs file cannot be stat'ed or a map cannot be written.
-    pub fn manage(&mut self, view: &BondView) -> anyhow::Result<()> {
+    /// [`EnforcementError`]: a sysfs file cannot be stat'ed or a map cannot be written.
+    pub fn manage(&mut self, view: &BondView) -> Result<(), EnforcementError> {
         if let Some(m) = self.maps.as_mut() {
             let sys = Path::new("/sys/class/net").join(&view.name).join("bonding");
             let mut files = Vec::new();
             for (file, kind) in [("mode", FILE_MODE), ("slaves", FILE_SLAVES)] {
-                let ino = sysinfo::inode_of(&sys.join(file))
-                    .map_err(|e| anyhow::anyhow!("stat {}/{file}: {e}", sys.display()))?;
+                let path = sys.join(file);
+                let ino = sysinfo::inode_of(&path).map_err(|source| EnforcementError::Stat { path, source })?;
                 files.push((ino, GuardedFile { kind, bond_ifindex: view.ifindex }));
             }
             for (ino, g) in files {
-                m.guarded.insert(ino, g, 0)?;
+                map_write("guarded", m.guarded.insert(ino, g, 0))?;
             }
-            m.managed_by_name.insert(name_buf(&view.name), view.ifindex, 0)?;
-            m.managed.insert(view.ifindex, 0, 0)?;
+            map_write("managed_by_name", m.managed_by_name.insert(name_buf(&view.name), view.ifindex, 0))?;
+            map_write("managed", m.managed.insert(view.ifindex, 0, 0))?;
         }
         self.managed.insert(view.ifindex, view.name.clone());
         Ok(())
@@ -178,19 +255,19 @@ impl Enforcement {
     pub fn unmanage(&mut self, ifindex: u32) {
         let name = self.managed.remove(&ifindex);
         if let Some(m) = self.maps.as_mut() {
-            let _ = m.managed.remove(&ifindex);
+            warn_remove("managed", m.managed.remove(&ifindex));
             if let Some(n) = &name {
-                let _ = m.managed_by_name.remove(&name_buf(n));
+                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(n)));
             }
             let inos: Vec<u64> = m
                 .guarded
                 .iter()
-                .filter_map(Result::ok)
+                .filter_map(listed("guarded"))
                 .filter(|(_, g)| g.bond_ifindex == ifindex)
                 .map(|(i, _)| i)
                 .collect();
             for i in inos {
-                let _ = m.guarded.remove(&i);
+                warn_remove("guarded", m.guarded.remove(&i));
             }
         }
     }
@@ -199,7 +276,7 @@ impl Enforcement {
     pub fn rename_bond(&mut self, ifindex: u32, new: &str) {
         if let Some(old) = self.managed.insert(ifindex, new.to_owned()) {
             if let Some(m) = self.maps.as_mut() {
-                let _ = m.managed_by_name.remove(&name_buf(&old));
+                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(&old)));
                 warn_map("managed_by_name", m.managed_by_name.insert(name_buf(new), ifindex, 0));
             }
         }
@@ -210,10 +287,10 @@ impl Enforcement {
     /// not managed now go; new pages come in.
     pub fn sync_pages(&mut self, pages: &BTreeMap<PageInode, u32>) {
         let Some(m) = self.maps.as_mut() else { return };
-        let present: Vec<(PageInode, u32)> = m.page_inodes.iter().filter_map(Result::ok).collect();
+        let present: Vec<(PageInode, u32)> = m.page_inodes.iter().filter_map(listed("page_inodes")).collect();
         for (k, v) in &present {
             if pages.get(k) != Some(v) {
-                warn_map("page_inodes", m.page_inodes.remove(k));
+                warn_remove("page_inodes", m.page_inodes.remove(k));
             }
         }
         for (k, v) in pages {
@@ -227,29 +304,30 @@ impl Enforcement {
     pub fn drop_stale_guards(&mut self) {
         let keep: BTreeSet<u32> = self.managed.keys().copied().collect();
         if let Some(m) = self.maps.as_mut() {
-            let stale: Vec<u32> = m.managed.keys().filter_map(Result::ok).filter(|i| !keep.contains(i)).collect();
+            let stale: Vec<u32> =
+                m.managed.keys().filter_map(listed("managed")).filter(|i| !keep.contains(i)).collect();
             for i in stale {
-                let _ = m.managed.remove(&i);
+                warn_remove("managed", m.managed.remove(&i));
             }
             let stale: Vec<u64> = m
                 .guarded
                 .iter()
-                .filter_map(Result::ok)
+                .filter_map(listed("guarded"))
                 .filter(|(_, g)| !keep.contains(&g.bond_ifindex))
                 .map(|(i, _)| i)
                 .collect();
             for i in stale {
-                let _ = m.guarded.remove(&i);
+                warn_remove("guarded", m.guarded.remove(&i));
             }
             let stale: Vec<[u8; 16]> = m
                 .managed_by_name
                 .iter()
-                .filter_map(Result::ok)
+                .filter_map(listed("managed_by_name"))
                 .filter(|(_, i)| !keep.contains(i))
                 .map(|(n, _)| n)
                 .collect();
             for n in stale {
-                let _ = m.managed_by_name.remove(&n);
+                warn_remove("managed_by_name", m.managed_by_name.remove(&n));
             }
         }
     }
@@ -288,9 +366,72 @@ impl Enforcement {
         done
     }
 
-    /// Whether a device may be published as the active slave.
+    /// The name of managed bond `ifindex`.
     #[must_use]
-    pub fn publishable(&self, ifindex: u32) -> bool {
-        !matches!(self.verdict(ifindex), Some(v) if *v != Verdict::Allowed)
+    pub fn bond_name(&self, ifindex: u32) -> Option<&str> {
+        self.managed.get(&ifindex).map(String::as_str)
+    }
+
+    /// The devices the verdicts refuse (a device without a verdict yet is not one of them).
+    fn forbidden(&self) -> BTreeSet<u32> {
+        self.links.iter().filter(|(_, e)| e.verdict != Verdict::Allowed).map(|(&i, _)| i).collect()
+    }
+
+    /// The forbidden set, if it changed since it was last handed out (the first call hands out any
+    /// non-empty set). `Shared::change_verdicts` gives it to the publisher.
+    #[must_use]
+    pub fn forbidden_update(&mut self) -> Option<ForbiddenSet> {
+        let now = self.forbidden();
+        if now == self.forbidden_handed {
+            return None;
+        }
+        self.forbidden_handed.clone_from(&now);
+        Some(ForbiddenSet(Arc::new(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::link::LinkAttribute;
+
+    use super::*;
+
+    fn link(index: u32, name: &str) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        m
+    }
+
+    #[test]
+    fn forbidden_set_follows_the_verdicts() {
+        // No such devices on the host: no driver, so refused by the default policy.
+        let mut e = Enforcement::new(None, MemberPolicy::new(&[]), Mode::DetectAndRevert);
+        assert_eq!(e.forbidden_update(), None, "nothing known, nothing to hand out");
+        e.sync_all(&[link(900_001, "exb-test-a"), link(900_002, "exb-test-b")]);
+        let set = e.forbidden_update().expect("a new set");
+        assert!(set.contains(900_001) && set.contains(900_002) && !set.contains(1));
+        e.sync_link(&link(900_002, "exb-test-b"));
+        assert_eq!(e.forbidden_update(), None, "unchanged: not handed out again");
+        e.remove_link(900_001);
+        let set = e.forbidden_update().expect("changed");
+        assert!(!set.contains(900_001) && set.contains(900_002));
+        e.sync_all(&[]);
+        assert!(!e.forbidden_update().expect("emptied").contains(900_002));
+    }
+
+    #[test]
+    fn absent_keys_are_not_failures() {
+        let enoent = aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(is_absent(&MapError::KeyNotFound));
+        assert!(is_absent(&MapError::SyscallError(enoent)));
+        let eperm = aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(!is_absent(&MapError::SyscallError(eperm)));
     }
 }

@@ -1,5 +1,7 @@
 //! The eBPF event consumer: a dedicated thread blocked in poll(2) on the ring buffer (and on aya-log's),
-//! applying failovers to the pages directly, without a hop through the async runtime. With
+//! applying failovers to the pages directly, without a hop through the async runtime. It takes the publisher
+//! lock only to write the page, and logs, records the latency and emits after releasing it; it never takes
+//! the enforcement lock (a refused device is checked in the publisher's own copy of the forbidden set). With
 //! [`Wait::BusyPoll`] (`exabond agent --busy-poll [CPU]`) the thread instead spins on the ring buffer's
 //! producer position (a load from the shared mapping, no syscall), optionally pinned to one CPU: it costs a
 //! whole CPU and removes the kernel's wake-up of the consumer from the failover path.
@@ -12,8 +14,7 @@ use std::thread::JoinHandle;
 use aya::maps::{MapData, RingBuf};
 use exabond_common::event::Event;
 
-use crate::pi_mutex::PiMutex;
-use crate::publisher::Publisher;
+use crate::shared::Shared;
 
 /// How often the thread checks for shutdown while idle.
 const IDLE_POLL_MS: i32 = 100;
@@ -25,12 +26,12 @@ const BUSY_LOG_EVERY: u32 = 1 << 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Wait {
     /// Waiters blocked in poll(2) until the kernel wakes them, one per CPU the agent may run on, pinned and
-    /// SCHED_FIFO (no CPU while idle); see [`spawn`].
+    /// `SCHED_FIFO` (no CPU while idle); see [`spawn`].
     #[default]
     Block,
     /// Spinning on the ring buffer (a whole CPU), pinned to `cpu` when given.
     BusyPoll {
-        /// The CPU to pin the thread to (sched_setaffinity), if any.
+        /// The CPU to pin the thread to (`sched_setaffinity`), if any.
         cpu: Option<usize>,
     },
 }
@@ -38,8 +39,8 @@ pub enum Wait {
 /// Start the consumer. It stops when `stop` is set; the handle returned ends after every thread of it.
 ///
 /// [`Wait::Block`] (the default): one waiter thread per CPU the agent may run on, each pinned to its CPU
-/// and SCHED_FIFO, all blocked in poll(2) on the ring buffer. The kernel wakes every waiter when the probe
-/// submits a record (from an irq_work on the CPU that ran `bond_change_active_slave`); the waiter of that
+/// and `SCHED_FIFO`, all blocked in poll(2) on the ring buffer. The kernel wakes every waiter when the probe
+/// submits a record (from an `irq_work` on the CPU that ran `bond_change_active_slave`); the waiter of that
 /// CPU is already there and preempts the kernel's normal-priority work at its next preemption point, so
 /// the page is published before the kernel gets to send its own rtnetlink notification. A single waiter
 /// loses that race whenever it sleeps on another CPU (the remote wake-up is the slow part). The waiters
@@ -52,13 +53,13 @@ pub enum Wait {
 pub fn spawn(
     mut events: RingBuf<MapData>,
     mut logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: Arc<PiMutex<Publisher>>,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     wait: Wait,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("exabond-events".into()).spawn(move || {
         if let Wait::BusyPoll { cpu } = wait {
-            busy_poll(&mut events, logger.as_mut(), &publisher, &stop, cpu);
+            busy_poll(&mut events, logger.as_mut(), &shared, &stop, cpu);
             return;
         }
         let single = std::env::var("EXABOND_EVENT_WAIT").is_ok_and(|v| v == "single");
@@ -67,11 +68,11 @@ pub fn spawn(
         let ring = Arc::new(Mutex::new(events));
         let mut helpers = Vec::new();
         for &cpu in cpus.iter().skip(1) {
-            let (ring, publisher, stop) = (ring.clone(), publisher.clone(), stop.clone());
+            let (ring, shared, stop) = (ring.clone(), shared.clone(), stop.clone());
             let t = std::thread::Builder::new().name(format!("exabond-ev/{cpu}")).spawn(move || {
                 let _ = pin_to_cpu(cpu);
                 realtime(false);
-                wait_loop(ring_fd, &ring, None, &publisher, &stop);
+                wait_loop(ring_fd, &ring, None, &shared, &stop);
             });
             match t {
                 Ok(t) => helpers.push(t),
@@ -87,7 +88,7 @@ pub fn spawn(
         } else {
             tracing::info!("eBPF event waiter: one thread, normal priority (EXABOND_EVENT_WAIT=single)");
         }
-        wait_loop(ring_fd, &ring, logger.as_mut(), &publisher, &stop);
+        wait_loop(ring_fd, &ring, logger.as_mut(), &shared, &stop);
         for t in helpers {
             let _ = t.join();
         }
@@ -99,7 +100,7 @@ fn wait_loop(
     ring_fd: std::os::fd::RawFd,
     ring: &Mutex<RingBuf<MapData>>,
     mut logger: Option<&mut aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: &PiMutex<Publisher>,
+    shared: &Shared,
     stop: &AtomicBool,
 ) {
     let mut fds = vec![libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 }];
@@ -120,7 +121,7 @@ fn wait_loop(
         if n > 0 && fds[0].revents != 0 {
             let mut events = ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             while let Some(item) = events.next() {
-                handle(&item, publisher);
+                handle(&item, shared);
             }
         }
         if let Some(l) = logger.as_mut() {
@@ -129,7 +130,7 @@ fn wait_loop(
     }
 }
 
-/// The CPUs this process may run on (sched_getaffinity); empty if unknown.
+/// The CPUs this process may run on (`sched_getaffinity`); empty if unknown.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data for which all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -143,17 +144,17 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Apply one ring buffer record.
-fn handle(item: &[u8], publisher: &PiMutex<Publisher>) {
+fn handle(item: &[u8], shared: &Shared) {
     match Event::decode(item) {
         Ok(Event::Failover(ev)) => {
-            let mut p = publisher.lock();
-            p.on_failover(&ev);
+            // The guard is a temporary: dropped at the end of this statement, before the report.
+            let outcome = shared.publisher().on_failover(&ev);
+            shared.report(outcome.into_notes());
         }
         Ok(Event::Veto(v)) => {
-            let mut p = publisher.lock();
-            p.count_veto(v.bond_ifindex);
-            p.emit(veto_event(&v));
-            drop(p);
+            // Counted before the event is out: a watcher that sees it and asks for the status sees the count.
+            shared.vetoes.count(v.bond_ifindex);
+            shared.emit(veto_event(&v));
             log_veto(&v);
         }
         Ok(Event::ModeSet(m)) => tracing::warn!(
@@ -171,7 +172,7 @@ fn handle(item: &[u8], publisher: &PiMutex<Publisher>) {
 fn busy_poll(
     events: &mut RingBuf<MapData>,
     mut logger: Option<&mut aya_log::EbpfLogger<&'static dyn log::Log>>,
-    publisher: &PiMutex<Publisher>,
+    shared: &Shared,
     stop: &AtomicBool,
     cpu: Option<usize>,
 ) {
@@ -184,7 +185,7 @@ fn busy_poll(
     while !stop.load(Ordering::Relaxed) {
         let mut got = false;
         while let Some(item) = events.next() {
-            handle(&item, publisher);
+            handle(&item, shared);
             got = true;
         }
         idle = if got { 0 } else { idle.wrapping_add(1) };
@@ -197,11 +198,11 @@ fn busy_poll(
     }
 }
 
-/// SCHED_FIFO priority of the blocked event thread: above every normal thread (it preempts them the moment
+/// `SCHED_FIFO` priority of the blocked event thread: above every normal thread (it preempts them the moment
 /// the kernel wakes it), below the kernel's threaded interrupt handlers (50).
 const RT_PRIORITY: i32 = 10;
 
-/// Make the calling thread SCHED_FIFO (best effort: without CAP_SYS_NICE it stays a normal thread; `warn`
+/// Make the calling thread `SCHED_FIFO` (best effort: without `CAP_SYS_NICE` it stays a normal thread; `warn`
 /// says so in the log).
 fn realtime(warn: bool) {
     let p = libc::sched_param { sched_priority: RT_PRIORITY };

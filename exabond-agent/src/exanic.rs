@@ -162,7 +162,7 @@ fn ifinfo_ioctl(ifname: &str) -> Result<[u8; IFINFO_LEN], ExanicIdError> {
     // SAFETY: all-zero is a valid ifreq (a byte array and a union of integers and pointers).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
-        *d = *s as libc::c_char; // the name is checked: at most 15 bytes, so the NUL stays
+        *d = libc::c_char::from_ne_bytes([*s]); // the name is checked: at most 15 bytes, so the NUL stays
     }
     req.ifr_ifru.ifru_data = answer.as_mut_ptr().cast();
     // SAFETY: `req` is a valid ifreq whose data points at IFINFO_LEN writable bytes, the size the exanic

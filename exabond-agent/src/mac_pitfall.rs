@@ -1,7 +1,7 @@
 //! The MAC pitfall: a bond keeps the MAC address it took from its first member (the bonding driver's
 //! default, `fail_over_mac=none`) after that member has left. The former member gets its own address back,
-//! so two devices now answer with the same MAC (the kernel prints "the permanent HWaddr of slave ... is
-//! still in use by bond"); switches and peers see a duplicate and traffic goes astray.
+//! so two devices now answer with the same MAC (the kernel prints `the permanent HWaddr of slave ... is
+//! still in use by bond`); switches and peers see a duplicate and traffic goes astray.
 //!
 //! [`detect`] finds it in a link dump; [`watch`] runs it every few seconds for the managed bonds, logs a
 //! warning once per (bond, donor), emits [`AgentEvent::MacPitfall`] and keeps the current list for the
@@ -9,8 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-use crate::pi_mutex::PiMutex;
 use std::time::Duration;
 
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -19,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_events::AgentEvent;
 use crate::bond_view::{controller, link_kind, name};
-use crate::manage::{lock, Shared};
+use crate::pi_mutex::PiMutex;
+use crate::shared::{Shared, LEAF};
 
 /// How often [`watch`] looks.
 pub const PERIOD: Duration = Duration::from_secs(3);
@@ -60,7 +59,7 @@ fn perm_address(msg: &LinkMessage) -> Option<[u8; 6]> {
 
 /// `aa:bb:cc:dd:ee:ff`.
 #[must_use]
-pub fn format_mac(m: &[u8; 6]) -> String {
+pub fn format_mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -78,7 +77,7 @@ fn owned_address(msg: &LinkMessage) -> Option<[u8; 6]> {
 }
 
 /// For each bond in `managed` (ifindexes), the devices other than its members whose own address is the
-/// bond's MAC. Members (IFLA_MASTER = the bond) are never donors: sharing the bond's MAC is their normal
+/// bond's MAC. Members (`IFLA_MASTER` = the bond) are never donors: sharing the bond's MAC is their normal
 /// state. Sorted.
 #[must_use]
 pub fn detect(links: &[LinkMessage], managed: &[u32]) -> Vec<Pitfall> {
@@ -96,7 +95,7 @@ pub fn detect(links: &[LinkMessage], managed: &[u32]) -> Vec<Pitfall> {
                 out.push(Pitfall {
                     bond: name(bond).unwrap_or_default(),
                     bond_ifindex,
-                    mac: format_mac(&mac),
+                    mac: format_mac(mac),
                     donor: name(l).unwrap_or_default(),
                     donor_ifindex: i,
                 });
@@ -107,16 +106,21 @@ pub fn detect(links: &[LinkMessage], managed: &[u32]) -> Vec<Pitfall> {
     out
 }
 
-/// The current pitfalls, shared between [`watch`] and the control socket.
-#[derive(Default)]
+/// The current pitfalls, shared between [`watch`] and the control socket (a leaf lock, see `shared.rs`).
 pub struct Tracker {
     current: PiMutex<Vec<Pitfall>>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self { current: PiMutex::with_rank(Vec::new(), LEAF) }
+    }
 }
 
 impl Tracker {
     /// Replace the current list with `found`; returns (new ones, resolved ones).
     pub fn update(&self, found: Vec<Pitfall>) -> (Vec<Pitfall>, Vec<Pitfall>) {
-        let mut cur = lock(&self.current);
+        let mut cur = self.current.lock();
         let old: BTreeSet<Pitfall> = cur.iter().cloned().collect();
         let new: BTreeSet<Pitfall> = found.iter().cloned().collect();
         let added = new.difference(&old).cloned().collect();
@@ -128,7 +132,7 @@ impl Tracker {
     /// The current list.
     #[must_use]
     pub fn current(&self) -> Vec<Pitfall> {
-        lock(&self.current).clone()
+        self.current.lock().clone()
     }
 
     /// The current list as a JSON array (the `pitfalls` control request).
@@ -143,7 +147,7 @@ impl Tracker {
 /// # Errors
 /// The rtnetlink error.
 pub async fn check(shared: &Shared, tracker: &Tracker) -> Result<(), rtnetlink::Error> {
-    let managed: Vec<u32> = lock(&shared.publisher).managed().collect();
+    let managed: Vec<u32> = shared.publisher().managed().collect();
     let links = if managed.is_empty() { Vec::new() } else { crate::netlink::dump_links(&shared.handle).await? };
     let (added, resolved) = tracker.update(detect(&links, &managed));
     for p in resolved {
@@ -163,7 +167,7 @@ pub async fn check(shared: &Shared, tracker: &Tracker) -> Result<(), rtnetlink::
             p.bond,
             p.donor
         );
-        lock(&shared.publisher).emit(AgentEvent::MacPitfall { bond: p.bond, mac: p.mac, donor: p.donor });
+        shared.emit(AgentEvent::MacPitfall { bond: p.bond, mac: p.mac, donor: p.donor });
     }
     Ok(())
 }

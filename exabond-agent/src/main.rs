@@ -11,6 +11,7 @@ mod ebpf_loader;
 mod enforcement;
 mod event_loop;
 mod exanic;
+mod exit_code;
 mod ifname;
 mod mac_pitfall;
 mod manage;
@@ -21,6 +22,9 @@ mod page_watch;
 mod pi_mutex;
 mod policy;
 mod publisher;
+mod report;
+mod shared;
+mod smartnic;
 mod snapshot_json;
 mod sysinfo;
 

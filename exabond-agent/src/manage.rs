@@ -1,36 +1,13 @@
 //! Placing bonds under management and removing them: the operations behind `--bond`, the control socket's
-//! `+bond` / `-bond`, and re-adoption after a restart.
-
-use std::sync::Arc;
+//! `+bond` / `-bond`, and re-adoption after a restart; and the control socket's read-only answers.
 
 use netlink_packet_route::link::LinkMessage;
-use rtnetlink::Handle;
 
 use crate::bond_view::{self, BondView};
-use crate::enforcement::Enforcement;
-use crate::pi_mutex::{PiMutex, PiMutexGuard};
-use crate::policy::{check_manage, ManageError};
-use crate::publisher::Publisher;
-
-/// Exit code for internal failures (netlink, page creation).
-pub const EXIT_INTERNAL: u8 = 1;
-
-/// What the agent shares between its tasks.
-pub struct Shared {
-    /// Pages. A priority-inheritance lock: the real-time eBPF event waiters take it too.
-    pub publisher: Arc<PiMutex<Publisher>>,
-    /// Policy state and maps.
-    pub enforcement: Arc<PiMutex<Enforcement>>,
-    /// rtnetlink requests.
-    pub handle: Handle,
-    /// Directory of the pages.
-    pub page_dir: std::path::PathBuf,
-}
-
-/// Lock one of the agent's shared structures (a priority-inheritance mutex, see [`PiMutex`]).
-pub fn lock<T>(m: &PiMutex<T>) -> PiMutexGuard<'_, T> {
-    m.lock()
-}
+use crate::enforcement::{Enforcement, EnforcementError};
+use crate::exit_code::Exit;
+use crate::policy::{check_manage, ManageError, MemberError};
+use crate::shared::Shared;
 
 /// A refused or failed control request: message and exit code.
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +17,31 @@ pub enum ControlError {
     Manage(#[from] ManageError),
     /// A device may not join a managed bond.
     #[error(transparent)]
-    Member(#[from] crate::policy::MemberError),
-    /// Something else failed.
-    #[error("{0}")]
-    Internal(String),
+    Member(#[from] MemberError),
+    /// The link dump failed.
+    #[error(transparent)]
+    Netlink(#[from] rtnetlink::Error),
+    /// The bond passed the checks but its view could not be built.
+    #[error("bond view vanished")]
+    BondVanished,
+    /// The bond cannot be placed under the vetoes.
+    #[error(transparent)]
+    Enforcement(#[from] EnforcementError),
+    /// The page cannot be created.
+    #[error(transparent)]
+    Page(#[from] exabond_common::writer::WriteError),
 }
 
 impl ControlError {
     /// The CLI exit code.
     #[must_use]
-    pub const fn exit_code(&self) -> u8 {
+    pub const fn exit_code(&self) -> Exit {
         match self {
             Self::Manage(e) => e.exit_code(),
             Self::Member(e) => e.exit_code(),
-            Self::Internal(_) => EXIT_INTERNAL,
+            Self::Netlink(_) | Self::BondVanished | Self::Enforcement(_) | Self::Page(_) => Exit::Internal,
         }
     }
-}
-
-fn internal<E: std::fmt::Display>(e: E) -> ControlError {
-    ControlError::Internal(e.to_string())
 }
 
 /// Check and manage bond `name` from a fresh link dump.
@@ -68,7 +50,7 @@ fn internal<E: std::fmt::Display>(e: E) -> ControlError {
 /// [`ControlError`] naming the refused check.
 pub async fn manage(shared: &Shared, name: &str) -> Result<String, ControlError> {
     crate::ifname::validate(name).map_err(ManageError::from)?;
-    let links = crate::netlink::dump_links(&shared.handle).await.map_err(internal)?;
+    let links = crate::netlink::dump_links(&shared.handle).await?;
     manage_from(shared, name, &links)
 }
 
@@ -87,17 +69,23 @@ pub fn manage_from(shared: &Shared, name: &str, links: &[LinkMessage]) -> Result
             .unwrap_or_default();
         Enforcement::device_info(member, &kind)
     };
-    let mut enf = lock(&shared.enforcement);
+    // Read before the publisher lock (ioctls, and logs for a port that does not answer).
+    let locs = shared.locations(view.as_ref());
+    // Lock order: enforcement, then publisher.
+    let mut enf = shared.enforcement();
     check_manage(name, msg.is_some(), view.as_ref(), enf.policy(), &kind_of)?;
-    let view = view.ok_or_else(|| internal("bond view vanished"))?;
-    let mut publisher = lock(&shared.publisher);
+    let view = view.ok_or(ControlError::BondVanished)?;
+    let mut publisher = shared.publisher();
     if publisher.is_managed(view.ifindex) {
         return Ok(format!("{name} is already managed"));
     }
-    enf.manage(&view).map_err(internal)?;
-    let page = publisher.manage(&view).map_err(internal)?;
-    let active = page.active_name().unwrap_or("none").to_owned();
+    enf.manage(&view)?;
+    let (page, notes) = publisher.manage(&view, &locs)?;
     enf.sync_pages(&publisher.page_inodes());
+    drop(publisher);
+    drop(enf);
+    shared.report(notes);
+    let active = page.active_name().unwrap_or("none");
     Ok(format!("managing {name} (active {active})"))
 }
 
@@ -107,14 +95,17 @@ pub fn manage_from(shared: &Shared, name: &str, links: &[LinkMessage]) -> Result
 /// An invalid name.
 pub fn unmanage(shared: &Shared, name: &str) -> Result<String, ControlError> {
     crate::ifname::validate(name).map_err(ManageError::from)?;
-    let mut enf = lock(&shared.enforcement);
-    let mut publisher = lock(&shared.publisher);
+    let mut enf = shared.enforcement();
+    let mut publisher = shared.publisher();
     let Some(ifindex) = publisher.ifindex_of(name) else {
         return Ok(format!("{name} was not managed"));
     };
-    publisher.unmanage(ifindex);
+    let notes = publisher.unmanage(ifindex).unwrap_or_default();
     enf.unmanage(ifindex);
     enf.sync_pages(&publisher.page_inodes());
+    drop(publisher);
+    drop(enf);
+    shared.report(notes);
     Ok(format!("{name} is no longer managed"))
 }
 
@@ -123,32 +114,38 @@ pub fn unmanage(shared: &Shared, name: &str) -> Result<String, ControlError> {
 /// # Errors
 /// [`ControlError::Member`] saying why not (or that the agent knows no such device).
 pub fn member(shared: &Shared, name: &str) -> Result<String, ControlError> {
-    let enf = lock(&shared.enforcement);
+    let enf = shared.enforcement();
     Ok(crate::policy::member_answer(name, enf.verdict_by_name(name))?)
 }
 
 /// The managed bonds, separated by spaces (the original's `exabond_masters` read).
 #[must_use]
 pub fn list(shared: &Shared) -> String {
-    lock(&shared.publisher).names().join(" ")
+    shared.publisher().names().join(" ")
 }
 
 /// The agent's state for `exabond status`, as one JSON object.
 #[must_use]
-pub fn status(shared: &Shared, page_dir: &std::path::Path) -> String {
-    let enf = lock(&shared.enforcement);
-    let p = lock(&shared.publisher);
-    let bonds: Vec<serde_json::Value> = p
-        .names()
+pub fn status(shared: &Shared) -> String {
+    let (mode, drivers) = {
+        let enf = shared.enforcement();
+        (enf.mode.as_str(), enf.policy().drivers().to_vec())
+    };
+    let managed: Vec<(String, u32)> = {
+        let p = shared.publisher();
+        p.names().into_iter().filter_map(|n| p.ifindex_of(&n).map(|i| (n, i))).collect()
+    };
+    let bonds: Vec<serde_json::Value> = managed
         .into_iter()
-        .filter_map(|n| p.ifindex_of(&n).map(|i| (n, i)))
-        .map(|(name, ifindex)| serde_json::json!({ "bond": name, "ifindex": ifindex, "vetoes": p.vetoes(ifindex) }))
+        .map(|(name, ifindex)| {
+            serde_json::json!({ "bond": name, "ifindex": ifindex, "vetoes": shared.vetoes.get(ifindex) })
+        })
         .collect();
     serde_json::json!({
         "agent_pid": std::process::id(),
-        "enforcement": enf.mode.as_str(),
-        "member_drivers": enf.policy().drivers(),
-        "page_dir": page_dir,
+        "enforcement": mode,
+        "member_drivers": drivers,
+        "page_dir": shared.page_dir,
         "bonds": bonds,
     })
     .to_string()

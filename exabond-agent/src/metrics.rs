@@ -1,5 +1,5 @@
 //! The optional Prometheus endpoint (`exabond agent --metrics-addr 127.0.0.1:9464`): `GET /metrics` in the
-//! OpenMetrics text format (encoded by `prometheus-client`; Prometheus asks for it and parses it), served by a
+//! `OpenMetrics` text format (encoded by `prometheus-client`; Prometheus asks for it and parses it), served by a
 //! minimal HTTP/1.1 responder (one request per connection, `Connection: close`). Other paths get 404, other
 //! methods 405. Every value is read from the agent's state at scrape time.
 //!
@@ -33,9 +33,9 @@ use exabond_common::page::LinkState;
 use crate::agent_events::LATENCY_BUCKETS_US;
 use crate::enforcement::Mode;
 use crate::mac_pitfall::Tracker;
-use crate::manage::{lock, Shared};
+use crate::shared::Shared;
 
-/// The content type of the OpenMetrics text format.
+/// The content type of the `OpenMetrics` text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8192;
@@ -74,34 +74,33 @@ impl Sample {
     /// Read the agent's state.
     #[must_use]
     pub fn read(shared: &Shared, pitfalls: &Tracker) -> Self {
-        let lsm = lock(&shared.enforcement).mode == Mode::LsmVeto;
+        let lsm = shared.enforcement().mode == Mode::LsmVeto;
         let pitfalls = pitfalls.current();
-        let p = lock(&shared.publisher);
+        let pages = shared.publisher().pages();
         let now = exabond_common::clock::monotonic_ns();
-        let bonds = p
-            .pages()
+        let bonds = pages
             .iter()
             .map(|d| {
                 let bond = d.bond_name().to_owned();
                 BondSample {
                     failovers: d.failover_count,
-                    vetoes: p.vetoes(d.bond_ifindex),
+                    vetoes: shared.vetoes.get(d.bond_ifindex),
                     slaves: d
                         .slaves()
                         .iter()
                         .map(|s| (s.name().to_owned(), s.link_state() == LinkState::Up, s.is_active()))
                         .collect(),
-                    heartbeat_age_s: now.saturating_sub(d.heartbeat_mono_ns) as f64 / 1e9,
+                    heartbeat_age_s: Duration::from_nanos(now.saturating_sub(d.heartbeat_mono_ns)).as_secs_f64(),
                     mac_pitfalls: pitfalls.iter().filter(|x| x.bond_ifindex == d.bond_ifindex).count() as u64,
                     bond,
                 }
             })
             .collect();
-        let latency = p.latency().snapshot();
+        let latency = shared.latency.snapshot();
         Self { bonds, latency, lsm }
     }
 
-    /// The OpenMetrics text.
+    /// The `OpenMetrics` text.
     #[must_use]
     pub fn encode(&self) -> String {
         let mut registry = Registry::default();
@@ -167,7 +166,7 @@ impl prometheus_client::collector::Collector for Sample {
         let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_US.len() + 1);
         let mut below = 0;
         for (le_us, c) in LATENCY_BUCKETS_US.iter().zip(cumulative) {
-            buckets.push((*le_us as f64 / 1e6, c.saturating_sub(below)));
+            buckets.push((Duration::from_micros(*le_us).as_secs_f64(), c.saturating_sub(below)));
             below = c;
         }
         buckets.push((f64::INFINITY, count.saturating_sub(below)));
@@ -177,7 +176,7 @@ impl prometheus_client::collector::Collector for Sample {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        m.encode_histogram::<Vec<(String, String)>>(sum_ns as f64 / 1e9, count, &buckets, None)?;
+        m.encode_histogram::<Vec<(String, String)>>(Duration::from_nanos(sum_ns).as_secs_f64(), count, &buckets, None)?;
         let mut m = enc.encode_descriptor(
             "exabond_agent_heartbeat_age_seconds",
             "Age of the page's agent heartbeat.",
@@ -188,7 +187,7 @@ impl prometheus_client::collector::Collector for Sample {
             ConstGauge::new(b.heartbeat_age_s).encode(m.encode_family(&bond_label(b))?)?;
         }
         let m = enc.encode_descriptor("exabond_managed_bonds", "Number of managed bonds.", None, MetricType::Gauge)?;
-        ConstGauge::new(self.bonds.len() as i64).encode(m)?;
+        ConstGauge::new(i64::try_from(self.bonds.len()).unwrap_or(i64::MAX)).encode(m)?;
         let m = enc.encode_descriptor(
             "exabond_enforcement_lsm",
             "1 if the BPF LSM vetoes are attached, 0 in detect-and-revert mode.",
@@ -203,7 +202,8 @@ impl prometheus_client::collector::Collector for Sample {
             MetricType::Gauge,
         )?;
         for b in &self.bonds {
-            ConstGauge::new(b.mac_pitfalls as i64).encode(m.encode_family(&bond_label(b))?)?;
+            ConstGauge::new(i64::try_from(b.mac_pitfalls).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&bond_label(b))?)?;
         }
         Ok(())
     }

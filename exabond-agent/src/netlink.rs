@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use exabond_common::page::ChangeSource;
 
 use crate::active_check::ActiveFiles;
+use crate::agent_events::AgentEvent;
 use crate::bond_view::{controller, BondView};
-use crate::manage::{lock, Shared};
 use crate::publisher::ViewOutcome;
+use crate::report::Notes;
+use crate::shared::Shared;
 
-/// Dump every link (RTM_GETLINK, NLM_F_DUMP). A dump interrupted by concurrent link changes (the kernel
+/// Dump every link (`RTM_GETLINK`, `NLM_F_DUMP`). A dump interrupted by concurrent link changes (the kernel
 /// flags it and it surfaces as EBUSY) is retried.
 ///
 /// # Errors
@@ -38,14 +40,9 @@ pub async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, rtnetlink::
     }
 }
 
-/// Recompute every device's member verdict from a full dump.
+/// Recompute every device's member verdict from a full dump (and the publisher's forbidden set with them).
 pub fn sync_verdicts(shared: &Shared, links: &[LinkMessage]) {
-    let mut enf = lock(&shared.enforcement);
-    enf.sync_all(links);
-    let mut p = lock(&shared.publisher);
-    for l in links {
-        p.set_forbidden(l.header.index, !enf.publishable(l.header.index));
-    }
+    shared.change_verdicts(|enf| enf.sync_all(links));
 }
 
 /// Re-read every managed bond and publish what changed, crediting `source`. Retries a dump that may
@@ -56,7 +53,7 @@ pub fn sync_verdicts(shared: &Shared, links: &[LinkMessage]) {
 pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetlink::Error> {
     for _attempt in 0..20 {
         let gens: Vec<(u32, u64)> = {
-            let p = lock(&shared.publisher);
+            let p = shared.publisher();
             p.managed().map(|i| (i, p.ebpf_gen(i))).collect()
         };
         if gens.is_empty() {
@@ -64,40 +61,46 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
         }
         let dump_ns = exabond_common::clock::monotonic_ns();
         let links = dump_links(&shared.handle).await?;
+        let bonds: Vec<(u32, u64, Option<BondView>)> =
+            gens.into_iter().map(|(ifindex, gen)| (ifindex, gen, BondView::from_links(ifindex, &links))).collect();
+        let locs = shared.locations(bonds.iter().filter_map(|(_, _, v)| v.as_ref()));
         let mut stale = false;
         let mut views = Vec::new();
         let mut gone = Vec::new();
+        let mut notes = Notes::new();
         {
-            let mut p = lock(&shared.publisher);
-            for (ifindex, gen) in gens {
-                match BondView::from_links(ifindex, &links) {
-                    Some(view) => {
-                        stale |= p.on_view(&view, source, gen, dump_ns) == ViewOutcome::Stale;
-                        views.push(view);
-                    }
-                    None => {
-                        p.bond_gone(ifindex);
-                        gone.push(ifindex);
-                    }
+            let mut p = shared.publisher();
+            for (ifindex, gen, view) in bonds {
+                if let Some(view) = view {
+                    let (outcome, n) = p.on_view(&view, &locs, source, gen, dump_ns);
+                    stale |= outcome == ViewOutcome::Stale;
+                    notes.extend(n);
+                    views.push(view);
+                } else {
+                    notes.extend(p.bond_gone(ifindex));
+                    gone.push(ifindex);
                 }
             }
         }
+        shared.report(notes);
+        let mut reverts = Vec::new();
         {
-            let mut enf = lock(&shared.enforcement);
+            // Lock order: enforcement, then publisher.
+            let mut enf = shared.enforcement();
             if !gone.is_empty() {
                 for i in gone {
                     enf.unmanage(i);
                 }
-                enf.sync_pages(&lock(&shared.publisher).page_inodes());
+                enf.sync_pages(&shared.publisher().page_inodes());
             }
             for v in &views {
                 enf.rename_bond(v.ifindex, &v.name);
-                for action in enf.revert(v) {
-                    tracing::warn!(bond = %v.name, "detect-and-revert: {action}");
-                    lock(&shared.publisher)
-                        .emit(crate::agent_events::AgentEvent::Revert { bond: v.name.clone(), action });
-                }
+                reverts.extend(enf.revert(v).into_iter().map(|action| (v.name.clone(), action)));
             }
+        }
+        for (bond, action) in reverts {
+            tracing::warn!(bond = %bond, "detect-and-revert: {action}");
+            shared.emit(AgentEvent::Revert { bond, action });
         }
         if !stale {
             return Ok(());
@@ -107,9 +110,10 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
     Ok(())
 }
 
-type Notification = (NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr);
+/// One rtnetlink notification, as the multicast connection delivers it.
+pub type Notification = (NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr);
 
-/// Listen to RTNLGRP_LINK notifications: every device's verdict follows its changes, and each burst that
+/// Listen to `RTNLGRP_LINK` notifications: every device's verdict follows its changes, and each burst that
 /// concerns a managed bond (the bond, a member, a device naming it as master) triggers one refresh
 /// credited to netlink.
 pub async fn listen(
@@ -144,17 +148,12 @@ pub async fn listen(
 fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
     match &msg.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-            let mut enf = lock(&shared.enforcement);
-            enf.sync_link(l);
-            let mut p = lock(&shared.publisher);
-            p.set_forbidden(l.header.index, !enf.publishable(l.header.index));
-            p.is_relevant(l.header.index, controller(l))
+            shared.change_verdicts(|enf| enf.sync_link(l));
+            shared.publisher().is_relevant(l.header.index, controller(l))
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
-            lock(&shared.enforcement).remove_link(l.header.index);
-            let mut p = lock(&shared.publisher);
-            p.set_forbidden(l.header.index, false);
-            p.is_relevant(l.header.index, controller(l))
+            shared.change_verdicts(|enf| enf.remove_link(l.header.index));
+            shared.publisher().is_relevant(l.header.index, controller(l))
         }
         _ => false,
     }
@@ -164,7 +163,7 @@ fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
 /// (member link states and counters change without a failover).
 const FULL_REFRESH_EVERY: Duration = Duration::from_millis(500);
 
-/// The poll backstop: every MIN(miimon, arp_interval) of the managed bonds (200 ms by default, or
+/// The poll backstop: every MIN(miimon, `arp_interval`) of the managed bonds (200 ms by default, or
 /// `override_ms`), compare each bond's active slave (sysfs) with its page, re-read everything over
 /// rtnetlink when one differs (or every [`FULL_REFRESH_EVERY`]), and refresh the heartbeat. The cheap check
 /// ([`ActiveFiles`]: one pread(2) per bond) keeps the agent's idle cost low with many bonds polled every
@@ -173,12 +172,12 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
     let mut last_full = std::time::Instant::now();
     let mut files = ActiveFiles::new(Path::new("/sys/class/net"));
     loop {
-        let ms = override_ms.unwrap_or_else(|| lock(&shared.publisher).poll_interval_ms()).max(1);
+        let ms = override_ms.unwrap_or_else(|| shared.publisher().poll_interval_ms()).max(1);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
         }
-        let actives = lock(&shared.publisher).actives();
+        let actives = shared.publisher().actives();
         if last_full.elapsed() >= FULL_REFRESH_EVERY || !files.all_match(&actives) {
             if last_full.elapsed() >= FULL_REFRESH_EVERY {
                 // Pages written by someone else through a mapping or write(2) (no inotify event for those).
@@ -189,6 +188,6 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
                 tracing::warn!("poll: rtnetlink dump failed: {e}");
             }
         }
-        lock(&shared.publisher).heartbeat();
+        shared.publisher().heartbeat();
     }
 }

@@ -11,9 +11,9 @@ use crate::bond_view::{BondView, SlaveView};
 /// Clock readings for one publication.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Now {
-    /// CLOCK_MONOTONIC ns.
+    /// `CLOCK_MONOTONIC` ns.
     pub mono_ns: u64,
-    /// CLOCK_REALTIME ns.
+    /// `CLOCK_REALTIME` ns.
     pub real_ns: u64,
 }
 
@@ -25,7 +25,7 @@ impl Now {
     }
 }
 
-/// The SmartNIC id and port the legacy word carries for a member in slot `slot` of the page.
+/// The `SmartNIC` id and port the legacy word carries for a member in slot `slot` of the page.
 ///
 /// `smartnic` is the (id, port) of an ExaNIC/SmartNIC port when known; other members (lab drivers allowed
 /// with `--member-driver`) get id [`legacy::NON_SMARTNIC_ID`] and their slot as port, so that every member
@@ -76,24 +76,21 @@ fn set_active(d: &mut PageData, active_ifindex: u32, source: ChangeSource, now: 
     } else {
         d.flags |= FLAG_ACTIVE;
         d.active_ifindex = active_ifindex;
-        match slot {
-            Some(i) => {
-                let s = d.slaves[i];
-                d.active_slot = u32::try_from(i).unwrap_or(NO_SLOT);
-                d.active_name = s.name;
-                d.active_mac = s.mac;
-                d.legacy_word = legacy::encode(true, s.smartnic_id, s.port);
+        if let Some(i) = slot {
+            let s = d.slaves[i];
+            d.active_slot = u32::try_from(i).unwrap_or(NO_SLOT);
+            d.active_name = s.name;
+            d.active_mac = s.mac;
+            d.legacy_word = legacy::encode(true, s.smartnic_id, s.port);
+        } else {
+            // Not (yet) in the table: the next full view fills the name in.
+            d.active_slot = NO_SLOT;
+            if changed {
+                d.active_name = [0; IFNAMSIZ];
+                d.active_mac = [0; 8];
             }
-            None => {
-                // Not (yet) in the table: the next full view fills the name in.
-                d.active_slot = NO_SLOT;
-                if changed {
-                    d.active_name = [0; IFNAMSIZ];
-                    d.active_mac = [0; 8];
-                }
-                let (id, port) = legacy_location(None, MAX_SLAVES);
-                d.legacy_word = legacy::encode(true, id, port);
-            }
+            let (id, port) = legacy_location(None, MAX_SLAVES);
+            d.legacy_word = legacy::encode(true, id, port);
         }
     }
     if changed {
@@ -106,7 +103,7 @@ fn set_active(d: &mut PageData, active_ifindex: u32, source: ChangeSource, now: 
 }
 
 /// The page after a full view of the bond seen by `source`. `smartnic` gives the (id, port) of each
-/// member that is a SmartNIC port.
+/// member that is a `SmartNIC` port.
 #[must_use]
 pub fn render_view(
     prev: &PageData,
@@ -181,7 +178,7 @@ mod tests {
         let s = |i: u32, n: &str| SlaveView {
             ifindex: i,
             name: n.into(),
-            mac: [2, 0, 0, 0, 0, i as u8],
+            mac: [2, 0, 0, 0, 0, u8::try_from(i).unwrap()],
             link: LinkState::Up,
             active: i == active,
             link_failures: 0,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
-use crate::manage::{lock, Shared};
+use crate::shared::Shared;
 
 /// What is watched: every way a directory entry or a file's metadata changes.
 const MASK: u32 = libc::IN_DELETE
@@ -84,13 +84,19 @@ fn drain(fd: &OwnedFd) -> std::io::Result<bool> {
     }
 }
 
-/// Check every page now, and make the page guard follow a re-created page.
+/// Check every page now, and make the page guard follow a re-created page; then log the repairs.
 pub fn verify(shared: &Shared) {
-    let mut enf = lock(&shared.enforcement);
-    let mut p = lock(&shared.publisher);
-    if p.verify_pages() {
-        enf.sync_pages(&p.page_inodes());
-    }
+    let notes = {
+        // Lock order: enforcement, then publisher.
+        let mut enf = shared.enforcement();
+        let mut p = shared.publisher();
+        let verified = p.verify_pages();
+        if verified.moved {
+            enf.sync_pages(&p.page_inodes());
+        }
+        verified.notes
+    };
+    shared.report(notes);
 }
 
 /// The watcher task: runs until `cancel`.

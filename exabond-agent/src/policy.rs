@@ -4,9 +4,10 @@
 use netlink_packet_route::link::BondMode;
 
 use crate::bond_view::BondView;
+use crate::exit_code::Exit;
 use crate::ifname::{self, NameError};
 
-/// The driver of SmartNIC (ExaNIC) ports; always allowed.
+/// The driver of `SmartNIC` (`ExaNIC`) ports; always allowed.
 pub const SMARTNIC_DRIVER: &str = "exanic";
 
 /// What the policy needs to know about a network device.
@@ -16,7 +17,7 @@ pub struct DeviceInfo {
     pub name: String,
     /// rtnetlink link kind (`bond`, `vlan`, `veth`, ...; empty for hardware NICs).
     pub kind: String,
-    /// Driver name as ETHTOOL_GDRVINFO reports it (`exanic`, `veth`, `bonding`, `802.1Q VLAN Support`),
+    /// Driver name as `ETHTOOL_GDRVINFO` reports it (`exanic`, `veth`, `bonding`, `802.1Q VLAN Support`),
     /// `None` if it could not be read.
     pub driver: Option<String>,
 }
@@ -26,7 +27,7 @@ pub struct DeviceInfo {
 pub enum Verdict {
     /// Yes: its driver is `exanic` or one of the `--member-driver`s.
     Allowed,
-    /// No: its driver is not a SmartNIC driver.
+    /// No: its driver is not a `SmartNIC` driver.
     NotSmartNic {
         /// The driver found (or `unknown`).
         driver: String,
@@ -50,7 +51,7 @@ impl Verdict {
     }
 }
 
-/// The member policy: which drivers count as SmartNIC ports.
+/// The member policy: which drivers count as `SmartNIC` ports.
 #[derive(Clone, Debug)]
 pub struct MemberPolicy {
     drivers: Vec<String>,
@@ -109,7 +110,7 @@ pub enum ManageError {
         /// Its mode.
         mode: String,
     },
-    /// A member is not a SmartNIC port.
+    /// A member is not a `SmartNIC` port.
     #[error("bond {bond}: member {member} (driver {driver}) is not a SmartNIC port; release it (echo -{member} > /sys/class/net/{bond}/bonding/slaves) or allow its driver with --member-driver {driver}")]
     MemberNotSmartNic {
         /// The bond.
@@ -140,15 +141,15 @@ pub enum ManageError {
 impl ManageError {
     /// The distinct exit code of `exabond manage` for this refusal (documented in `exabond --help`).
     #[must_use]
-    pub const fn exit_code(&self) -> u8 {
+    pub const fn exit_code(&self) -> Exit {
         match self {
-            Self::InvalidName(_) => 3,
-            Self::NoSuchInterface(_) => 4,
-            Self::NotABond(_) => 5,
-            Self::NotActiveBackup { .. } => 6,
-            Self::MemberNotSmartNic { .. } => 7,
-            Self::MemberIsBond { .. } => 8,
-            Self::MemberIsVlan { .. } => 9,
+            Self::InvalidName(_) => Exit::InvalidName,
+            Self::NoSuchInterface(_) => Exit::NoSuchInterface,
+            Self::NotABond(_) => Exit::NotABond,
+            Self::NotActiveBackup { .. } => Exit::NotActiveBackup,
+            Self::MemberNotSmartNic { .. } => Exit::NotSmartNic,
+            Self::MemberIsBond { .. } => Exit::MemberIsBond,
+            Self::MemberIsVlan { .. } => Exit::MemberIsVlan,
         }
     }
 }
@@ -162,7 +163,7 @@ pub enum MemberError {
     /// No device of that name in the agent's view.
     #[error("{0}: no such interface known to the agent (absent, or created an instant ago: the agent judges a new device within milliseconds of its rtnetlink notification, and until then the kernel-side veto refuses it with ENODEV)")]
     Unknown(String),
-    /// Not a SmartNIC port.
+    /// Not a `SmartNIC` port.
     #[error("{member}: refused, driver {driver} is not a SmartNIC driver (allow it with --member-driver {driver})")]
     NotSmartNic {
         /// The device.
@@ -181,13 +182,13 @@ pub enum MemberError {
 impl MemberError {
     /// The exit code of `exabond member` (the same as `exabond manage` for the same reason).
     #[must_use]
-    pub const fn exit_code(&self) -> u8 {
+    pub const fn exit_code(&self) -> Exit {
         match self {
-            Self::InvalidName(_) => 3,
-            Self::Unknown(_) => 4,
-            Self::NotSmartNic { .. } => 7,
-            Self::IsBond(_) => 8,
-            Self::IsVlan(_) => 9,
+            Self::InvalidName(_) => Exit::InvalidName,
+            Self::Unknown(_) => Exit::NoSuchInterface,
+            Self::NotSmartNic { .. } => Exit::NotSmartNic,
+            Self::IsBond(_) => Exit::MemberIsBond,
+            Self::IsVlan(_) => Exit::MemberIsVlan,
         }
     }
 }
@@ -303,7 +304,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, n)| SlaveView {
-                    ifindex: 10 + i as u32,
+                    ifindex: 10 + u32::try_from(i).unwrap(),
                     name: (*n).into(),
                     mac: [0; 6],
                     link: LinkState::Up,

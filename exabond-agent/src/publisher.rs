@@ -1,7 +1,13 @@
 //! The single writer of every managed bond's page: applies views (netlink, poll, manage) and failover
-//! events (eBPF) to each bond's page, in one place, under one lock.
+//! events (eBPF) to each bond's page, in one place, under one lock (`Shared::publisher`).
+//!
+//! That lock is taken by the real-time eBPF event waiters, so the publisher does nothing but keep the pages:
+//! no logging, no events, no sysfs or ioctl reads. Its methods return [`Notes`] for the caller to report
+//! once it has dropped the guard (`Shared::report`); the `SmartNIC` locations of a view's members come in
+//! with the view ([`Locations`]); the forbidden set is a read-only copy owned by the enforcement side
+//! ([`Publisher::set_forbidden_set`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use exabond_common::event::FailoverEvent;
@@ -9,9 +15,12 @@ use exabond_common::page::{ChangeSource, PageData};
 use exabond_common::policy_maps::PageInode;
 use exabond_common::writer::{Opened, PageWriter, WriteError};
 
-use crate::agent_events::{AgentEvent, LatencyHistogram};
+use crate::agent_events::AgentEvent;
 use crate::bond_view::{BondView, SlaveView};
+use crate::enforcement::ForbiddenSet;
 use crate::page_state::{render_failover, render_heartbeat, render_view, Now};
+use crate::report::{EbpfDetail, Failover, Note, Notes, PageProblem};
+use crate::smartnic::Locations;
 
 /// How long after an eBPF-seen failover a contradicting view is taken as older than the event (the probe
 /// fires at the entry of `bond_change_active_slave`, before the kernel has finished the switch).
@@ -22,7 +31,7 @@ pub struct Managed {
     writer: PageWriter,
     view: BondView,
     ebpf_gen: u64,
-    /// CLOCK_MONOTONIC ns when the dump behind the last applied view started.
+    /// `CLOCK_MONOTONIC` ns when the dump behind the last applied view started.
     view_dump_ns: u64,
 }
 
@@ -37,21 +46,57 @@ pub enum ViewOutcome {
     NotManaged,
 }
 
+/// What became of an event handed to [`Publisher::on_failover`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum FailoverOutcome {
+    /// The page changed: the failover to report.
+    Published(Note),
+    /// The page already showed it (at most the kernel's time of the change was added).
+    AlreadyOnPage,
+    /// Older than the last view applied: dropped (the note says so at debug level).
+    Older(Note),
+    /// The bond is not managed.
+    NotManaged,
+}
+
+impl FailoverOutcome {
+    /// The failover published, if the page changed.
+    #[cfg(test)]
+    #[must_use]
+    pub fn published(&self) -> Option<&Note> {
+        match self {
+            Self::Published(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// What to report.
+    #[must_use]
+    pub fn into_notes(self) -> Notes {
+        match self {
+            Self::Published(n) | Self::Older(n) => vec![n],
+            Self::AlreadyOnPage | Self::NotManaged => Vec::new(),
+        }
+    }
+}
+
+/// What [`Publisher::verify_pages`] found and did.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// A page changed inode (re-created): the page guard must follow.
+    pub moved: bool,
+    /// Repairs and problems to report.
+    pub notes: Notes,
+}
+
 /// All managed bonds and their pages.
 pub struct Publisher {
     page_dir: PathBuf,
     pid: u32,
     bonds: BTreeMap<u32, Managed>,
-    /// Devices the member policy refuses: never published as the active slave.
-    forbidden: BTreeSet<u32>,
-    /// Vetoes counted per bond ifindex.
-    vetoes: BTreeMap<u32, u64>,
-    /// Observers (`exabond watch`, metrics).
-    bus: tokio::sync::broadcast::Sender<AgentEvent>,
-    /// Kernel event → page latencies.
-    latency: std::sync::Arc<LatencyHistogram>,
-    /// SmartNIC (id, port) of each member seen, by ifindex (with the name it was read under).
-    smartnic: BTreeMap<u32, (String, Option<(u8, u8)>)>,
+    /// Devices the member policy refuses: never published as the active slave. A read-only copy of the
+    /// enforcement side's set, replaced only by [`Publisher::set_forbidden_set`].
+    forbidden: ForbiddenSet,
     /// Test hook: crash in the middle of the next failover publication.
     crash_on_failover: bool,
 }
@@ -64,11 +109,7 @@ impl Publisher {
             page_dir,
             pid: std::process::id(),
             bonds: BTreeMap::new(),
-            forbidden: BTreeSet::new(),
-            vetoes: BTreeMap::new(),
-            bus: tokio::sync::broadcast::channel(1024).0,
-            latency: std::sync::Arc::default(),
-            smartnic: BTreeMap::new(),
+            forbidden: ForbiddenSet::default(),
             crash_on_failover: false,
         }
     }
@@ -96,79 +137,48 @@ impl Publisher {
 
     /// Check every page against what this agent wrote: a page file removed or replaced by another
     /// process is re-created (readers of the old one see it retired), changed permissions are put back,
-    /// content written by someone else is republished. Each repair is logged loudly and reported to
-    /// observers. Returns true if a page changed inode (the page guard must follow).
-    pub fn verify_pages(&mut self) -> bool {
+    /// content written by someone else is republished. Each repair is in the notes (to be logged loudly
+    /// and reported to observers), after the checks that failed.
+    #[must_use = "report the notes once the publisher lock is released"]
+    pub fn verify_pages(&mut self) -> Verified {
         let mut moved = false;
+        let mut problems = Vec::new();
         let mut repairs = Vec::new();
         for m in self.bonds.values_mut() {
             let name = m.view.name.clone();
+            let problem = |problem| Note::PageProblem { bond: name.clone(), problem };
+            let repaired = |action| Note::Repaired { bond: name.clone(), action };
             match m.writer.in_place() {
                 Ok(true) => {}
                 Ok(false) => match m.writer.recreate(&self.page_dir, &name) {
                     Ok(()) => {
                         moved = true;
-                        repairs.push((name.clone(), "page file removed or replaced by another process: re-created (readers of the old file see it retired and must re-open)"));
+                        repairs.push(repaired("page file removed or replaced by another process: re-created (readers of the old file see it retired and must re-open)"));
                     }
-                    Err(e) => {
-                        tracing::error!(bond = %name, "page file removed or replaced, and cannot be re-created: {e}")
-                    }
+                    Err(e) => problems.push(problem(PageProblem::NotRecreated(e.to_string()))),
                 },
-                Err(e) => tracing::warn!(bond = %name, page = %m.writer.path().display(), "cannot stat the page: {e}"),
+                Err(e) => problems.push(problem(PageProblem::Stat {
+                    page: m.writer.path().display().to_string(),
+                    error: e.to_string(),
+                })),
             }
             match m.writer.restore_mode() {
-                Ok(true) => {
-                    repairs.push((name.clone(), "page permissions changed by another process: set back to 0444"))
-                }
+                Ok(true) => repairs.push(repaired("page permissions changed by another process: set back to 0444")),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(bond = %name, "cannot check the page's permissions: {e}"),
+                Err(e) => problems.push(problem(PageProblem::Mode(e.to_string()))),
             }
             match m.writer.restore_size() {
-                Ok(true) => repairs.push((name.clone(), "page truncated or resized by another process: size restored")),
+                Ok(true) => repairs.push(repaired("page truncated or resized by another process: size restored")),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(bond = %name, "cannot check the page's size: {e}"),
+                Err(e) => problems.push(problem(PageProblem::Size(e.to_string()))),
             }
             if !m.writer.intact() {
                 m.writer.republish();
-                repairs.push((name, "page content written by another process: republished"));
+                repairs.push(repaired("page content written by another process: republished"));
             }
         }
-        for (bond, action) in repairs {
-            tracing::error!(bond = %bond, "{action}");
-            self.emit(AgentEvent::Revert { bond, action: action.to_owned() });
-        }
-        moved
-    }
-
-    /// The SmartNIC locations of a view's members (read from sysfs once per ifindex and name).
-    fn locations(&mut self, view: &BondView) -> BTreeMap<u32, Option<(u8, u8)>> {
-        view.slaves
-            .iter()
-            .map(|s| {
-                let e = self.smartnic.entry(s.ifindex).or_insert_with(|| (String::new(), None));
-                if e.0 != s.name {
-                    *e = (s.name.clone(), crate::exanic::page_location(&s.name));
-                }
-                (s.ifindex, e.1)
-            })
-            .collect()
-    }
-
-    /// Tell observers (nobody listening is fine).
-    pub fn emit(&self, ev: AgentEvent) {
-        let _ = self.bus.send(ev);
-    }
-
-    /// A receiver of every later event.
-    #[must_use]
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AgentEvent> {
-        self.bus.subscribe()
-    }
-
-    /// The kernel event → page latency histogram.
-    #[must_use]
-    pub fn latency(&self) -> std::sync::Arc<LatencyHistogram> {
-        self.latency.clone()
+        problems.append(&mut repairs);
+        Verified { moved, notes: problems }
     }
 
     /// Current page of every managed bond (for metrics).
@@ -189,32 +199,19 @@ impl Publisher {
             .collect()
     }
 
-    /// Mark a device as refused (or not) by the member policy.
-    pub fn set_forbidden(&mut self, ifindex: u32, forbidden: bool) {
-        if forbidden {
-            self.forbidden.insert(ifindex);
-        } else {
-            self.forbidden.remove(&ifindex);
-        }
+    /// Replace the set of devices the member policy refuses (never published as the active slave). Called
+    /// only by `Shared::change_verdicts`, with the set the enforcement side computed: the publisher never
+    /// changes it itself.
+    pub fn set_forbidden_set(&mut self, forbidden: ForbiddenSet) {
+        self.forbidden = forbidden;
     }
 
     fn publishable(&self, ifindex: u32) -> u32 {
-        if self.forbidden.contains(&ifindex) {
+        if self.forbidden.contains(ifindex) {
             0
         } else {
             ifindex
         }
-    }
-
-    /// Count a veto against a bond.
-    pub fn count_veto(&mut self, bond_ifindex: u32) {
-        *self.vetoes.entry(bond_ifindex).or_default() += 1;
-    }
-
-    /// Vetoes counted for a bond.
-    #[must_use]
-    pub fn vetoes(&self, bond_ifindex: u32) -> u64 {
-        self.vetoes.get(&bond_ifindex).copied().unwrap_or(0)
     }
 
     /// Whether a bond is managed.
@@ -236,70 +233,56 @@ impl Publisher {
     }
 
     /// Stop managing a bond: retire its page (readers still mapping it see RETIRED) and remove the file.
-    /// Returns false if it was not managed.
-    pub fn unmanage(&mut self, ifindex: u32) -> bool {
-        let Some(m) = self.bonds.remove(&ifindex) else {
-            return false;
-        };
-        let name = m.view.name.clone();
-        match m.writer.retire_and_remove() {
-            Ok(()) => tracing::info!(bond = %name, "bond unmanaged: page retired and removed"),
-            Err(e) => tracing::error!(bond = %name, "bond unmanaged: {e}"),
-        }
-        self.emit(AgentEvent::Unmanage { bond: name, reason: "unmanaged" });
-        true
+    /// `None` if it was not managed.
+    #[must_use = "report the notes once the publisher lock is released"]
+    pub fn unmanage(&mut self, ifindex: u32) -> Option<Notes> {
+        let m = self.bonds.remove(&ifindex)?;
+        let bond = m.view.name.clone();
+        let error = m.writer.retire_and_remove().err().map(|e| e.to_string());
+        Some(vec![Note::Unmanaged { bond, error }])
     }
 
-    /// Place a bond under management: create its page from `view`.
+    /// Place a bond under management: create its page from `view` (`locs`: its members' `SmartNIC`
+    /// locations). Returns the first page and what to report.
     ///
     /// # Errors
     /// [`WriteError`] if the page cannot be created.
-    pub fn manage(&mut self, view: &BondView) -> Result<&PageData, WriteError> {
+    pub fn manage(&mut self, view: &BondView, locs: &Locations) -> Result<(PageData, Notes), WriteError> {
         let now = Now::read();
         let blank = PageData::new(&view.name, view.ifindex, self.pid);
         let mut shown = view.clone();
         shown.active_ifindex = self.publishable(view.active_ifindex);
-        let locs = self.locations(view);
         let loc = |s: &SlaveView| locs.get(&s.ifindex).copied().flatten();
         let first = render_heartbeat(&render_view(&blank, &shown, ChangeSource::Manage, now, &loc), now);
         let (mut writer, opened) = PageWriter::open(&self.page_dir, &view.name, &first)?;
         let page = writer.path().display().to_string();
-        match opened {
-            Opened::Created => {}
-            Opened::Adopted { repaired_odd_seq, from_version, failover_count } => {
-                if failover_count > first.failover_count {
-                    // The count readers know never goes back.
-                    let mut d = first;
-                    d.failover_count = failover_count;
-                    writer.publish(&d);
-                }
-                tracing::info!(bond = %view.name, page, "adopted the existing page in place (same inode: readers that map it keep working)");
-                if repaired_odd_seq {
-                    tracing::warn!(bond = %view.name, page, "the page was left mid-publication (odd sequence) by a writer that died: repaired");
-                }
-                if from_version != exabond_common::page::LAYOUT_VERSION {
-                    tracing::warn!(bond = %view.name, page, from_version, to_version = exabond_common::page::LAYOUT_VERSION, "page layout changed in place (the legacy word did not move)");
-                }
-            }
-            Opened::Replaced(why) => {
-                tracing::warn!(bond = %view.name, page, "replaced a file that was not an exabond page ({why})");
+        if let Opened::Adopted { failover_count, .. } = opened {
+            if failover_count > first.failover_count {
+                // The count readers know never goes back.
+                let mut d = first;
+                d.failover_count = failover_count;
+                writer.publish(&d);
             }
         }
         if self.crash_on_failover {
             writer.crash_on_next_failover();
         }
-        tracing::info!(bond = %view.name, page, active = ?first.active_name(), "bond managed");
-        if view.has_no_monitor() {
-            tracing::warn!(bond = %view.name, "neither miimon nor a usable arp_interval is set: the bonding driver can miss link-down events; set /sys/class/net/{}/bonding/miimon", view.name);
-        }
-        self.emit(AgentEvent::Manage { bond: view.name.clone() });
+        let notes = vec![
+            Note::Opened { bond: view.name.clone(), page: page.clone(), opened },
+            Note::Managed {
+                bond: view.name.clone(),
+                page,
+                active: first.active_name().map(str::to_owned),
+                no_monitor: view.has_no_monitor(),
+            },
+        ];
         let m = self.bonds.entry(view.ifindex).or_insert(Managed {
             writer,
             view: view.clone(),
             ebpf_gen: 0,
             view_dump_ns: now.mono_ns,
         });
-        Ok(m.writer.current())
+        Ok((*m.writer.current(), notes))
     }
 
     /// ifindexes of the managed bonds.
@@ -319,7 +302,7 @@ impl Publisher {
         self.bonds.values().map(|m| m.view.poll_interval_ms()).min().unwrap_or(crate::bond_view::DEFAULT_POLL_MS)
     }
 
-    /// Whether a link message about `index` (with IFLA_MASTER `controller`) concerns a managed bond.
+    /// Whether a link message about `index` (with `IFLA_MASTER` `controller`) concerns a managed bond.
     #[must_use]
     pub fn is_relevant(&self, index: u32, controller: Option<u32>) -> bool {
         self.bonds.contains_key(&index)
@@ -327,10 +310,13 @@ impl Publisher {
             || self.bonds.values().any(|m| m.view.slave(index).is_some())
     }
 
-    /// Apply a failover seen by the eBPF probe. Returns the page if it changed.
-    pub fn on_failover(&mut self, ev: &FailoverEvent) -> Option<&PageData> {
+    /// Apply a failover seen by the eBPF probe.
+    #[must_use = "report the notes once the publisher lock is released"]
+    pub fn on_failover(&mut self, ev: &FailoverEvent) -> FailoverOutcome {
         let new_ifindex = self.publishable(ev.new_ifindex);
-        let m = self.bonds.get_mut(&ev.bond_ifindex)?;
+        let Some(m) = self.bonds.get_mut(&ev.bond_ifindex) else {
+            return FailoverOutcome::NotManaged;
+        };
         let now = Now::read();
         let before = *m.writer.current();
         let next = render_failover(&before, new_ifindex, ev.header.ktime_ns, now);
@@ -346,44 +332,42 @@ impl Publisher {
                 annotated.kernel_event_ns = ev.header.ktime_ns;
                 m.writer.publish(&annotated);
             }
-            return None;
+            return FailoverOutcome::AlreadyOnPage;
         }
         if ev.header.ktime_ns < m.view_dump_ns {
             // A netlink/poll view read after this event is already on the page: applying the event now
             // would briefly bring back an older state.
-            tracing::debug!(bond = %m.view.name, "eBPF event older than the last view; ignored");
-            return None;
+            return FailoverOutcome::Older(Note::OlderEbpfEvent { bond: m.view.name.clone() });
         }
         m.writer.publish(&next);
-        let lat_ns = now.mono_ns.saturating_sub(ev.header.ktime_ns);
-        tracing::info!(
-            bond = %m.view.name,
-            from = before.active_name().unwrap_or("none"),
-            to = next.active_name().unwrap_or(if ev.new_ifindex == 0 { "none" } else { "?" }),
-            new_ifindex = ev.new_ifindex,
-            kernel_to_page_us = lat_ns / 1000,
-            source = "ebpf",
-            "active slave changed"
-        );
-        self.latency.record(lat_ns);
-        #[expect(clippy::cast_precision_loss, reason = "µs for display")]
-        let ev_out = AgentEvent::Failover {
+        FailoverOutcome::Published(Note::Failover(Failover {
             bond: m.view.name.clone(),
             from: before.active_name().map(str::to_owned),
             to: next.active_name().map(str::to_owned),
-            source: "ebpf",
-            failover_count: next.failover_count,
-            kernel_to_page_us: Some(lat_ns as f64 / 1000.0),
-        };
-        let _ = self.bus.send(ev_out);
-        self.bonds.get(&ev.bond_ifindex).map(|m| m.writer.current())
+            source: ChangeSource::Ebpf,
+            count: next.failover_count,
+            ebpf: Some(EbpfDetail {
+                new_ifindex: ev.new_ifindex,
+                latency_ns: now.mono_ns.saturating_sub(ev.header.ktime_ns),
+            }),
+        }))
     }
 
-    /// Apply a full view of a bond seen by `source`; `gen_at_dump` is [`Self::ebpf_gen`] read before the
-    /// dump that produced the view was requested, at CLOCK_MONOTONIC `dump_ns`.
-    pub fn on_view(&mut self, view: &BondView, source: ChangeSource, gen_at_dump: u64, dump_ns: u64) -> ViewOutcome {
+    /// Apply a full view of a bond seen by `source` (`locs`: its members' `SmartNIC` locations);
+    /// `gen_at_dump` is [`Self::ebpf_gen`] read before the dump that produced the view was requested, at
+    /// `CLOCK_MONOTONIC` `dump_ns`.
+    #[must_use = "report the notes once the publisher lock is released"]
+    pub fn on_view(
+        &mut self,
+        view: &BondView,
+        locs: &Locations,
+        source: ChangeSource,
+        gen_at_dump: u64,
+        dump_ns: u64,
+    ) -> (ViewOutcome, Notes) {
+        let mut notes = Notes::new();
         let shown;
-        let view = if self.forbidden.contains(&view.active_ifindex) {
+        let view = if self.forbidden.contains(view.active_ifindex) {
             let mut v = view.clone();
             v.active_ifindex = 0;
             shown = v;
@@ -392,24 +376,23 @@ impl Publisher {
             view
         };
         if self.bonds.get(&view.ifindex).is_some_and(|m| m.view.name != view.name) {
-            self.rename(view);
+            notes.extend(self.rename(view));
         }
-        let locs = self.locations(view);
         let loc = |s: &SlaveView| locs.get(&s.ifindex).copied().flatten();
         let Some(m) = self.bonds.get_mut(&view.ifindex) else {
-            return ViewOutcome::NotManaged;
+            return (ViewOutcome::NotManaged, notes);
         };
         let now = Now::read();
         let before = *m.writer.current();
         if m.ebpf_gen != gen_at_dump {
-            return ViewOutcome::Stale;
+            return (ViewOutcome::Stale, notes);
         }
         let contradicts = view.active_ifindex != before.active_ifindex;
         if contradicts
             && before.source() == ChangeSource::Ebpf
             && now.mono_ns.saturating_sub(before.last_change_mono_ns) < SETTLE_NS
         {
-            return ViewOutcome::Stale;
+            return (ViewOutcome::Stale, notes);
         }
         let next = render_view(&before, view, source, now, &loc);
         let old_view = std::mem::replace(&mut m.view, view.clone());
@@ -417,60 +400,45 @@ impl Publisher {
         if next != before {
             m.writer.publish(&next);
             if next.failover_count != before.failover_count {
-                tracing::info!(
-                    bond = %view.name,
-                    from = before.active_name().unwrap_or("none"),
-                    to = next.active_name().unwrap_or("none"),
-                    source = source.as_str(),
-                    "active slave changed"
-                );
-                self.emit(AgentEvent::Failover {
+                notes.push(Note::Failover(Failover {
                     bond: view.name.clone(),
                     from: before.active_name().map(str::to_owned),
                     to: next.active_name().map(str::to_owned),
-                    source: source.as_str(),
-                    failover_count: next.failover_count,
-                    kernel_to_page_us: None,
-                });
+                    source,
+                    count: next.failover_count,
+                    ebpf: None,
+                }));
             }
         }
-        for ev in member_changes(&old_view, view) {
-            tracing::info!(?ev, "bond member change");
-            self.emit(ev);
-        }
-        ViewOutcome::Applied
+        notes.extend(member_changes(&old_view, view).into_iter().map(Note::Member));
+        (ViewOutcome::Applied, notes)
     }
 
     /// A managed bond was renamed: it stays managed under its new name, and its page file is renamed in
     /// place (same inode: readers that map it keep working and see the new `bond_name`).
-    fn rename(&mut self, view: &BondView) {
-        let Some(m) = self.bonds.get_mut(&view.ifindex) else { return };
+    fn rename(&mut self, view: &BondView) -> Option<Note> {
+        let m = self.bonds.get_mut(&view.ifindex)?;
         let mut data = *m.writer.current();
         data.bond_name = exabond_common::page::name_buf(&view.name);
-        match m.writer.rename(&self.page_dir, &view.name) {
+        Some(match m.writer.rename(&self.page_dir, &view.name) {
             Ok(()) => {
                 m.writer.publish(&data);
-                let old_name = std::mem::replace(&mut m.view.name, view.name.clone());
-                tracing::warn!(from = %old_name, to = %view.name, page = %m.writer.path().display(), "managed bond renamed: page file renamed in place");
-                let _ = self.bus.send(AgentEvent::Unmanage { bond: old_name, reason: "renamed" });
-                let _ = self.bus.send(AgentEvent::Manage { bond: view.name.clone() });
+                let from = std::mem::replace(&mut m.view.name, view.name.clone());
+                Note::Renamed { from, to: view.name.clone(), page: m.writer.path().display().to_string() }
             }
-            Err(e) => tracing::error!(bond = %view.name, "rename: cannot rename the page: {e}"),
-        }
+            Err(e) => Note::RenameFailed { bond: view.name.clone(), error: e.to_string() },
+        })
     }
 
     /// A managed bond no longer exists: retire its page and remove the file.
-    pub fn bond_gone(&mut self, ifindex: u32) {
-        if let Some(m) = self.bonds.remove(&ifindex) {
-            let name = m.view.name.clone();
-            match m.writer.retire_and_remove() {
-                Ok(()) => {
-                    tracing::warn!(bond = %name, "managed bond disappeared: page retired and removed")
-                }
-                Err(e) => tracing::error!(bond = %name, "managed bond disappeared: {e}"),
-            }
-            self.emit(AgentEvent::Unmanage { bond: name, reason: "deleted" });
-        }
+    #[must_use = "report the notes once the publisher lock is released"]
+    pub fn bond_gone(&mut self, ifindex: u32) -> Notes {
+        let Some(m) = self.bonds.remove(&ifindex) else {
+            return Notes::new();
+        };
+        let bond = m.view.name.clone();
+        let error = m.writer.retire_and_remove().err().map(|e| e.to_string());
+        vec![Note::Gone { bond, error }]
     }
 
     /// Refresh every page's heartbeat.
@@ -519,7 +487,7 @@ mod tests {
         let s = |i: u32, n: &str| SlaveView {
             ifindex: i,
             name: n.into(),
-            mac: [2, 0, 0, 0, 0, i as u8],
+            mac: [2, 0, 0, 0, 0, u8::try_from(i).unwrap()],
             link: LinkState::Up,
             active: i == active,
             link_failures: 0,
@@ -548,12 +516,14 @@ mod tests {
         }
     }
 
+    const NO_LOCS: Locations = Locations::new();
+
     fn setup(tag: &str) -> (std::path::PathBuf, Publisher) {
         let dir = std::env::temp_dir().join(format!("exabond-pub-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut p = Publisher::new(dir.clone());
-        p.manage(&view(11)).unwrap();
+        p.manage(&view(11), &NO_LOCS).unwrap();
         (dir, p)
     }
 
@@ -562,22 +532,22 @@ mod tests {
         let (dir, mut p) = setup("order");
         let r = PageReader::open_in(&dir, "bond0").unwrap();
         let now = exabond_common::clock::monotonic_ns();
-        assert!(p.on_failover(&ev(12, now)).is_some());
+        assert!(p.on_failover(&ev(12, now)).published().is_some());
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
         // A view dumped before the switch completed contradicts the event: rejected, page unchanged.
         let gen = p.ebpf_gen(10);
-        assert_eq!(p.on_view(&view(11), ChangeSource::Netlink, gen, now), ViewOutcome::Stale);
+        assert_eq!(p.on_view(&view(11), &NO_LOCS, ChangeSource::Netlink, gen, now).0, ViewOutcome::Stale);
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
         // A view whose dump raced with an event is rejected whatever it says.
-        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, gen - 1, now), ViewOutcome::Stale);
+        assert_eq!(p.on_view(&view(12), &NO_LOCS, ChangeSource::Netlink, gen - 1, now).0, ViewOutcome::Stale);
         // The consistent view is applied, credit stays with eBPF.
-        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, gen, now + 1), ViewOutcome::Applied);
+        assert_eq!(p.on_view(&view(12), &NO_LOCS, ChangeSource::Netlink, gen, now + 1).0, ViewOutcome::Applied);
         let d = r.snapshot().unwrap();
         assert_eq!((d.failover_count, d.source()), (2, ChangeSource::Ebpf));
         // An eBPF event older than the last applied view would bring back an old state: ignored.
-        assert!(p.on_failover(&ev(11, now)).is_none());
+        assert!(p.on_failover(&ev(11, now)).published().is_none());
         assert_eq!(r.snapshot().unwrap().active_name(), Some("eth-b"));
-        assert_eq!(p.on_view(&view(12), ChangeSource::Poll, p.ebpf_gen(10), now + 2), ViewOutcome::Applied);
+        assert_eq!(p.on_view(&view(12), &NO_LOCS, ChangeSource::Poll, p.ebpf_gen(10), now + 2).0, ViewOutcome::Applied);
     }
 
     #[test]
@@ -585,9 +555,9 @@ mod tests {
         let (dir, mut p) = setup("late");
         let r = PageReader::open_in(&dir, "bond0").unwrap();
         let t = exabond_common::clock::monotonic_ns();
-        assert_eq!(p.on_view(&view(12), ChangeSource::Netlink, 0, t), ViewOutcome::Applied);
+        assert_eq!(p.on_view(&view(12), &NO_LOCS, ChangeSource::Netlink, 0, t).0, ViewOutcome::Applied);
         assert_eq!(r.snapshot().unwrap().kernel_event_ns, 0);
-        assert!(p.on_failover(&ev(12, t - 1000)).is_none());
+        assert!(p.on_failover(&ev(12, t - 1000)).published().is_none());
         let d = r.snapshot().unwrap();
         assert_eq!((d.source(), d.kernel_event_ns, d.failover_count), (ChangeSource::Netlink, t - 1000, 2));
     }
@@ -598,10 +568,10 @@ mod tests {
         let r = PageReader::open_in(&dir, "bond0").unwrap();
         assert!(p.is_relevant(10, None) && p.is_relevant(11, None) && p.is_relevant(99, Some(10)));
         assert!(!p.is_relevant(99, Some(98)));
-        p.bond_gone(10);
+        assert_eq!(p.bond_gone(10), [Note::Gone { bond: "bond0".into(), error: None }]);
         assert!(r.snapshot().unwrap().is_retired());
         assert!(!dir.join("exabond-bond0").exists());
         assert_eq!(p.managed().count(), 0);
-        assert_eq!(p.on_view(&view(11), ChangeSource::Poll, 0, 0), ViewOutcome::NotManaged);
+        assert_eq!(p.on_view(&view(11), &NO_LOCS, ChangeSource::Poll, 0, 0).0, ViewOutcome::NotManaged);
     }
 }

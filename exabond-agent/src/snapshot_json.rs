@@ -45,11 +45,11 @@ pub struct SnapshotJson {
     pub last_change_source: &'static str,
     /// Which source made the last update of anything but the heartbeat (members, links, failovers).
     pub last_update_source: &'static str,
-    /// CLOCK_MONOTONIC ns of that update.
+    /// `CLOCK_MONOTONIC` ns of that update.
     pub last_update_mono_ns: u64,
-    /// CLOCK_MONOTONIC ns of the last change.
+    /// `CLOCK_MONOTONIC` ns of the last change.
     pub last_change_mono_ns: u64,
-    /// CLOCK_MONOTONIC ns of the kernel event behind it (0 if not seen by eBPF).
+    /// `CLOCK_MONOTONIC` ns of the kernel event behind it (0 if not seen by eBPF).
     pub kernel_event_ns: u64,
     /// Kernel event → page publication, µs (null if the change was not seen by eBPF).
     pub kernel_to_page_us: Option<f64>,

@@ -1,4 +1,4 @@
-//! Small reads of system state the policy needs: a device's driver (ETHTOOL_GDRVINFO), sysfs inodes, and
+//! Small reads of system state the policy needs: a device's driver (`ETHTOOL_GDRVINFO`), sysfs inodes, and
 //! whether the BPF LSM is active.
 
 use std::os::unix::fs::MetadataExt as _;

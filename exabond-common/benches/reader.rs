@@ -26,9 +26,9 @@ fn block(n: u64) -> PageData {
     d.heartbeat_mono_ns = n;
     d.flags = FLAG_ACTIVE;
     d.legacy_word = legacy::encode(true, 0xff, (n % 2) as u8);
-    d.slave_count = MAX_SLAVES as u32;
-    for (i, s) in d.slaves.iter_mut().enumerate() {
-        *s = SlaveRecord { ifindex: i as u32 + 10, ..SlaveRecord::EMPTY };
+    d.slave_count = u32::try_from(MAX_SLAVES).unwrap();
+    for (s, ifindex) in d.slaves.iter_mut().zip(10..) {
+        *s = SlaveRecord { ifindex, ..SlaveRecord::EMPTY };
     }
     d
 }
@@ -46,6 +46,7 @@ fn pin_to(cpu: usize) {
     }
 }
 
+#[expect(clippy::many_single_char_names, reason = "criterion's usual c/g/b next to the writer w and the reader r")]
 fn reader_benches(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("exabond-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -62,6 +63,7 @@ fn reader_benches(c: &mut Criterion) {
     // SAFETY: read-only shared mapping of the page file, which stays PAGE_SIZE bytes; accessed only
     // through an atomic below.
     let map = unsafe { memmap2::MmapOptions::new().len(PAGE_SIZE).map(&file) }.unwrap();
+    #[expect(clippy::cast_ptr_alignment, reason = "a mapping is page-aligned")]
     // SAFETY: offset 0 of a page-aligned mapping of PAGE_SIZE bytes: in bounds and 4-aligned; the map
     // outlives every use (dropped at the end of this function).
     let word = unsafe { &*map.as_ptr().cast::<AtomicU32>() };
@@ -109,10 +111,11 @@ fn reader_benches(c: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     let (w, publications) = writer.join().unwrap();
     let secs = started.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+    let rate = publications as f64 / secs / 1e6;
     println!(
-        "snapshot/writer_full_rate: writer published {publications} times in {secs:.1} s ({:.1} M/s); \
-         {inconsistent} of {calls} snapshot calls returned ReadError::Inconsistent",
-        publications as f64 / secs / 1e6
+        "snapshot/writer_full_rate: writer published {publications} times in {secs:.1} s ({rate:.1} M/s); \
+         {inconsistent} of {calls} snapshot calls returned ReadError::Inconsistent"
     );
     // For `cargo xtask bench`'s table (it sets CRITERION_HOME to a fresh directory per run).
     if let Some(home) = std::env::var_os("CRITERION_HOME") {

@@ -37,7 +37,7 @@ pub struct EventHeader {
     pub kind: u32,
     /// Thread-group id of the task that was running when the hook fired.
     pub tgid: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the hook fired.
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the hook fired.
     pub ktime_ns: u64,
     /// `comm` of that task, NUL padded.
     pub comm: [u8; 16],
@@ -57,6 +57,10 @@ pub struct FailoverEvent {
     /// ifindex of the new active slave, 0 if none (all slaves down).
     pub new_ifindex: u32,
     /// Explicit padding, always 0.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding of a repr(C) record, public for struct literals"
+    )]
     pub _pad: u32,
 }
 
@@ -66,16 +70,16 @@ pub struct FailoverEvent {
 pub enum VetoWhat {
     /// A write of a mode other than active-backup to sysfs `bonding/mode`.
     ModeSysfs = 1,
-    /// An rtnetlink IFLA_BOND_MODE other than active-backup.
+    /// An rtnetlink `IFLA_BOND_MODE` other than active-backup.
     ModeNetlink = 2,
     /// `+dev` written to sysfs `bonding/slaves` for a device the policy refuses.
     MemberSysfs = 3,
-    /// rtnetlink IFLA_MASTER naming a managed bond for a device the policy refuses.
+    /// rtnetlink `IFLA_MASTER` naming a managed bond for a device the policy refuses.
     MemberNetlink = 4,
     /// The SIOCBONDENSLAVE ioctl for a device the policy refuses.
     MemberIoctl = 5,
     /// A write to a guarded sysfs file through a path whose content cannot be checked (writev, splice,
-    /// io_uring, ...): only write(2)/pwrite(2) are inspected.
+    /// `io_uring`, ...): only write(2)/pwrite(2) are inspected.
     UncheckedWritePath = 6,
     /// A bond page opened for writing by a process other than the agent.
     PageOpenWrite = 7,
@@ -245,7 +249,7 @@ mod tests {
 
     fn bytes<T>(v: &T) -> &[u8] {
         // SAFETY: test helper over Pod records.
-        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+        unsafe { core::slice::from_raw_parts(core::ptr::from_ref(v).cast::<u8>(), core::mem::size_of::<T>()) }
     }
 
     #[test]

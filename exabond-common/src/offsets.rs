@@ -31,11 +31,11 @@ pub struct KernelOffsets {
     pub sk_buff_data: u32,
     /// `struct sk_buff.len` (`unsigned int`).
     pub sk_buff_len: u32,
-    /// `struct pt_regs.orig_ax` (x86_64: the syscall number).
+    /// `struct pt_regs.orig_ax` (`x86_64`: the syscall number).
     pub pt_regs_orig_ax: u32,
-    /// `struct pt_regs.si` (x86_64: 2nd syscall argument).
+    /// `struct pt_regs.si` (`x86_64`: 2nd syscall argument).
     pub pt_regs_si: u32,
-    /// `struct pt_regs.dx` (x86_64: 3rd syscall argument).
+    /// `struct pt_regs.dx` (`x86_64`: 3rd syscall argument).
     pub pt_regs_dx: u32,
     /// `struct bond_opt_value.value` (`u64`).
     pub bond_opt_value_value: u32,

@@ -2,7 +2,7 @@
 //!
 //! # Layout (version 1)
 //!
-//! All integers are native-endian (little-endian on x86_64). Offsets are from the start of the page and
+//! All integers are native-endian (little-endian on `x86_64`). Offsets are from the start of the page and
 //! are asserted by the tests below; the C header is generated from the same definitions.
 //!
 //! | offset | size | field | notes |
@@ -62,13 +62,13 @@ pub const FLAG_SLAVES_TRUNCATED: u32 = 1 << 2;
 
 /// The exasock-compatible 32-bit word at offset 0.
 ///
-/// bits 0–15 flags (bit 0 = an active slave exists), bits 16–23 the SmartNIC id of the active slave (the
+/// bits 0–15 flags (bit 0 = an active slave exists), bits 16–23 the `SmartNIC` id of the active slave (the
 /// `N` of `exanicN`), bits 24–31 its port. When no slave is active the flags are cleared and the id and
 /// port of the last active slave are kept, as the original did.
 pub mod legacy {
     /// Flag bit: an active slave exists.
     pub const ACTIVE: u32 = 1;
-    /// SmartNIC id used for members that are not ExaNIC/SmartNIC ports (lab drivers allowed by
+    /// `SmartNIC` id used for members that are not `ExaNIC`/`SmartNIC` ports (lab drivers allowed by
     /// `--member-driver`): such slaves get id 255 and their slot in the page's slave table as port, so
     /// every member still has a distinct word.
     pub const NON_SMARTNIC_ID: u8 = 0xff;
@@ -85,8 +85,9 @@ pub mod legacy {
         word & ACTIVE != 0
     }
 
-    /// SmartNIC id (bits 16–23).
+    /// `SmartNIC` id (bits 16–23).
     #[must_use]
+    #[expect(clippy::cast_possible_truncation, reason = "the truncation drops the port (bits 24–31) above the id")]
     pub const fn smartnic_id(word: u32) -> u8 {
         (word >> 16) as u8
     }
@@ -200,11 +201,15 @@ pub struct SlaveRecord {
     pub link_failures: u32,
     /// Permanent MAC address (6 bytes used).
     pub mac: [u8; 8],
-    /// SmartNIC id used in the legacy word when this slave is active.
+    /// `SmartNIC` id used in the legacy word when this slave is active.
     pub smartnic_id: u8,
     /// Port used in the legacy word when this slave is active.
     pub port: u8,
     /// Reserved, zero.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding of a repr(C) record, public for struct literals"
+    )]
     pub _reserved: [u8; 6],
 }
 
@@ -266,18 +271,18 @@ pub struct PageData {
     /// Number of changes of the active slave seen since the bond was placed under management
     /// (a change to "none" and back counts too).
     pub failover_count: u64,
-    /// CLOCK_MONOTONIC ns when the agent published the last change of the active slave.
+    /// `CLOCK_MONOTONIC` ns when the agent published the last change of the active slave.
     pub last_change_mono_ns: u64,
-    /// CLOCK_REALTIME ns of the same moment.
+    /// `CLOCK_REALTIME` ns of the same moment.
     pub last_change_real_ns: u64,
-    /// CLOCK_MONOTONIC ns of the kernel event behind the last change (the eBPF probe's
+    /// `CLOCK_MONOTONIC` ns of the kernel event behind the last change (the eBPF probe's
     /// `bpf_ktime_get_ns()`), 0 when the change was not seen by the probe.
     pub kernel_event_ns: u64,
     /// A [`ChangeSource`]: which source saw the last change first.
     pub last_change_source: u32,
     /// pid of the writing agent.
     pub agent_pid: u32,
-    /// CLOCK_MONOTONIC ns of the agent's last heartbeat (updated at every poll tick).
+    /// `CLOCK_MONOTONIC` ns of the agent's last heartbeat (updated at every poll tick).
     pub heartbeat_mono_ns: u64,
     /// Copy of the legacy word that goes with this block.
     pub legacy_word: u32,
@@ -285,12 +290,16 @@ pub struct PageData {
     pub slave_count: u32,
     /// Members, ordered by ifindex.
     pub slaves: [SlaveRecord; MAX_SLAVES],
-    /// CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat (a member
+    /// `CLOCK_MONOTONIC` ns of the last publication that changed anything but the heartbeat (a member
     /// added or removed, a link state, a failover ...).
     pub last_update_mono_ns: u64,
     /// A [`ChangeSource`]: which source made that publication.
     pub last_update_source: u32,
     /// Reserved, zero.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding of a repr(C) record, public for struct literals"
+    )]
     pub _reserved: u32,
 }
 
@@ -425,7 +434,7 @@ mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
 
-    /// The table in the module docs, asserted. A change here is a layout change: bump LAYOUT_VERSION.
+    /// The table in the module docs, asserted. A change here is a layout change: bump `LAYOUT_VERSION`.
     #[test]
     fn documented_offsets() {
         let at = |off: usize| DATA_OFFSET + off;

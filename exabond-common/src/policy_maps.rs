@@ -21,7 +21,7 @@ pub struct GuardedFile {
 
 /// Member verdict: may be enslaved to a managed bond.
 pub const VERDICT_ALLOWED: u32 = 0;
-/// errno for a member that is not a SmartNIC (also VLAN devices and unknown devices).
+/// errno for a member that is not a `SmartNIC` (also VLAN devices and unknown devices).
 pub const ENODEV: u32 = 19;
 /// errno for a member that is itself a bond (nesting).
 pub const EINVAL: u32 = 22;
@@ -38,6 +38,10 @@ pub struct PageInode {
     /// `inode->i_sb->s_dev` in the kernel's encoding (`major << 20 | minor`, see [`kernel_dev`]).
     pub dev: u32,
     /// Explicit padding (zero).
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding of a repr(C) record, public for struct literals"
+    )]
     pub _pad: u32,
     /// `inode->i_ino`.
     pub ino: u64,
@@ -63,6 +67,10 @@ pub struct AgentId {
     /// The agent's process id (tgid) in that namespace; 0 = no agent registered (everyone refused).
     pub tgid: u32,
     /// Explicit padding (zero).
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding of a repr(C) record, public for struct literals"
+    )]
     pub _pad: u32,
 }
 

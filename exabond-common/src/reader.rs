@@ -174,6 +174,10 @@ impl PageReader {
     /// # Safety
     /// `out` must be valid for writes of one `PageData` (it may be uninitialised).
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "the hot read path: each caller gets its own copy loop straight into its buffer, no call"
+    )]
     unsafe fn read_raw(&self, out: *mut PageData) -> Result<u64, ReadError> {
         for _ in 0..SNAPSHOT_RETRIES {
             // SAFETY: forwarded from the caller.

@@ -43,16 +43,28 @@ impl RawPage {
         Self { base }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
+    )]
     pub(crate) fn legacy(&self) -> &AtomicU32 {
         // SAFETY: in bounds and 4-aligned (page base is page-aligned); see `new`.
         unsafe { &*self.base.add(LEGACY_WORD_OFFSET).cast::<AtomicU32>() }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
+    )]
     pub(crate) fn seq(&self) -> &AtomicU64 {
         // SAFETY: in bounds and 8-aligned; see `new`.
         unsafe { &*self.base.add(SEQ_OFFSET).cast::<AtomicU64>() }
     }
 
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
+    )]
     fn words(&self) -> &[AtomicU64; DATA_WORDS] {
         // SAFETY: DATA_OFFSET + DATA_WORDS*8 <= PAGE_SIZE and 8-aligned; see `new`.
         unsafe { &*self.base.add(DATA_OFFSET).cast::<[AtomicU64; DATA_WORDS]>() }
@@ -112,7 +124,7 @@ impl RawPage {
 
     /// `magic` and `version` of the block, read without the seqlock (for a writer adopting a page whose
     /// sequence may be odd).
-    pub(crate) fn magic_version(&self) -> (u32, u32) {
+    pub(crate) fn magic_version(self) -> (u32, u32) {
         const _: () = assert!(core::mem::offset_of!(PageData, magic) == 0);
         const _: () = assert!(core::mem::offset_of!(PageData, version) == 4);
         let w = self.words()[0].load(Ordering::Acquire);
@@ -125,7 +137,7 @@ impl RawPage {
     }
 
     /// `failover_count` of the block, read without the seqlock (see [`Self::magic_version`]).
-    pub(crate) fn failover_count(&self) -> u64 {
+    pub(crate) fn failover_count(self) -> u64 {
         const W: usize = core::mem::offset_of!(PageData, failover_count) / 8;
         const _: () = assert!(core::mem::offset_of!(PageData, failover_count) % 8 == 0);
         self.words()[W].load(Ordering::Acquire)
@@ -145,7 +157,7 @@ impl RawPage {
 
     /// Whether the page holds exactly `data` and its legacy word (the writer's check that nobody else
     /// wrote the page; only meaningful while no publication runs).
-    pub(crate) fn holds(&self, data: &PageData) -> bool {
+    pub(crate) fn holds(self, data: &PageData) -> bool {
         self.seq().load(Ordering::Acquire) & 1 == 0
             && self.legacy().load(Ordering::Relaxed) == data.legacy_word
             && self.words().iter().zip(data.as_words()).all(|(w, &v)| w.load(Ordering::Relaxed) == v)
@@ -153,7 +165,7 @@ impl RawPage {
 
     /// Test hook: start publishing `data` and stop half-way, as a writer that dies mid-publication
     /// leaves the page: sequence odd, the first half of the block stored, the legacy word not.
-    pub(crate) fn write_torn(&self, data: &PageData) {
+    pub(crate) fn write_torn(self, data: &PageData) {
         let seq = self.seq();
         let s = seq.load(Ordering::Relaxed);
         seq.store((s | 1) + if s & 1 == 0 { 0 } else { 2 }, Ordering::Relaxed);
@@ -164,14 +176,14 @@ impl RawPage {
     }
 
     /// Publish `data` (single writer only): seq odd, block, seq even, then the legacy word.
-    pub(crate) fn write(&self, data: &PageData) {
+    pub(crate) fn write(self, data: &PageData) {
         self.write_over(data, None);
     }
 
     /// Publish `data` over `previous`, what this writer last published (single writer only): only the
     /// words that differ are stored, so the cache lines a publication does not change (a heartbeat changes
     /// one word; the slave table rarely changes) stay valid in the readers' caches. `None` stores all.
-    pub(crate) fn write_over(&self, data: &PageData, previous: Option<&PageData>) {
+    pub(crate) fn write_over(self, data: &PageData, previous: Option<&PageData>) {
         // Which words to store, worked out before the sequence goes odd so the window in which readers
         // must retry holds nothing but the stores.
         const _: () = assert!(DATA_WORDS <= 128);

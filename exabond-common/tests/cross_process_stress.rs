@@ -34,8 +34,9 @@ const TIME_CAP: Duration = Duration::from_secs(if cfg!(debug_assertions) { 20 } 
 /// Optimised code is fast enough that the 10^7 target is asserted.
 const ASSERT_TARGET: bool = !cfg!(debug_assertions);
 
-/// A block whose every field is derived from `n` (as in page_roundtrip.rs), so a torn copy (fields from
+/// A block whose every field is derived from `n` (as in `page_roundtrip.rs`), so a torn copy (fields from
 /// two publications) is detectable: see [`consistent`].
+#[expect(clippy::cast_possible_truncation, reason = "test data: the fields derived from `n` keep its low bits")]
 fn block(n: u64) -> PageData {
     let mut d = PageData::new("bond0", 9, 1);
     d.failover_count = n;
@@ -111,7 +112,7 @@ fn run_reader(page: &Path) -> Counts {
     let mut r = loop {
         match PageReader::open_path(page) {
             Ok(r) => break r,
-            Err(ReadError::Inconsistent) => continue,
+            Err(ReadError::Inconsistent) => {}
             Err(e) => panic!("reader: cannot open the page: {e}"),
         }
     };
@@ -238,12 +239,13 @@ fn two_reader_processes_never_see_a_torn_snapshot() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+    let rate = total.reads as f64 / write_time.as_secs_f64() / 1e6;
     println!(
         "cross-process seqlock stress ({}): {n} publications in {write_time:.1?}, {} consistent snapshots \
-         over {READERS} processes ({:.1} M/s), {} torn, {} starved snapshot calls, {} distinct",
+         over {READERS} processes ({rate:.1} M/s), {} torn, {} starved snapshot calls, {} distinct",
         if cfg!(debug_assertions) { "debug" } else { "optimised" },
         total.reads,
-        total.reads as f64 / write_time.as_secs_f64() / 1e6,
         total.torn,
         total.starved,
         total.distinct,

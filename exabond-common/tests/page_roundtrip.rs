@@ -17,6 +17,7 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
 
 /// A block whose every field is derived from `n`, so a torn copy (fields from two publications) is
 /// detectable: see `consistent`.
+#[expect(clippy::cast_possible_truncation, reason = "test data: the fields derived from `n` keep its low bits")]
 fn block(n: u64) -> PageData {
     let mut d = PageData::new("bond0", 9, 1);
     d.failover_count = n;

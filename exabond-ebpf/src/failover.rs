@@ -1,10 +1,10 @@
 //! Failover: kprobe at the entry of the bonding driver's `bond_change_active_slave`.
 //!
-//! Kernel prototype (drivers/net/bonding/bond_main.c, 6.1 and 6.12):
+//! Kernel prototype (`drivers/net/bonding/bond_main.c`, 6.1 and 6.12):
 //! `void bond_change_active_slave(struct bonding *bond, struct slave *new_active)`
 //! called under RTNL. At entry `bond->curr_active_slave` is still the old slave; the function returns at
 //! once when `new_active == old_active`, otherwise it switches (and near its end raises
-//! NETDEV_BONDING_FAILOVER, the rtnetlink event). A probe at entry therefore sees the decision before any
+//! `NETDEV_BONDING_FAILOVER`, the rtnetlink event). A probe at entry therefore sees the decision before any
 //! netlink listener can. `new_active` is NULL when no slave is left.
 
 use aya_ebpf::{
@@ -20,6 +20,7 @@ use crate::{EVENTS, MANAGED_BONDS};
 
 /// Entry point: errors are logged through aya-log (they reach the agent's log).
 #[kprobe]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn bond_change_active_slave(ctx: ProbeContext) -> u32 {
     if let Err(e) = try_bond_change_active_slave(&ctx) {
         error!(&ctx, "exabond: bond_change_active_slave probe failed: {}", e);

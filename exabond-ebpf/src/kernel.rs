@@ -7,6 +7,7 @@ use crate::OFFSETS;
 
 /// The offsets set at load time. A volatile read so the compiler does not fold the zero initialiser.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn offsets() -> KernelOffsets {
     // SAFETY: a plain static; userspace rewrote its bytes before load.
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
@@ -16,7 +17,10 @@ pub fn offsets() -> KernelOffsets {
 /// reads as a known constant (so a pointer plus this offset is still checked against BTF).
 macro_rules! offset {
     ($field:ident) => {{
-        #[allow(unused_unsafe, reason = "the macro is used both inside and outside unsafe blocks")]
+        #[expect(
+            unused_unsafe,
+            reason = "every use sits in a `load_btf` call's unsafe block; the macro stays sound alone"
+        )]
         // SAFETY: a plain static; userspace rewrote its bytes before load.
         let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
         v
@@ -31,6 +35,7 @@ pub(crate) use offset;
 /// # Safety
 /// Only for BTF-typed pointers; anything else is rejected by the verifier at load time.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub unsafe fn load_btf<T: Copy>(base: u64, off: u32) -> T {
     // SAFETY: see above; the kernel makes a faulting load read zero.
     unsafe { core::ptr::read((base + u64::from(off)) as *const T) }
@@ -38,6 +43,7 @@ pub unsafe fn load_btf<T: Copy>(base: u64, off: u32) -> T {
 
 /// Read a `T` from kernel memory at `addr`.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn read<T>(addr: u64) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(i64::from)
@@ -45,6 +51,7 @@ pub fn read<T>(addr: u64) -> Result<T, i64> {
 
 /// Read a kernel pointer stored at `base + off` (0 stays 0).
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn read_ptr(base: u64, off: u32) -> Result<u64, i64> {
     if base == 0 {
         return Ok(0);
@@ -54,6 +61,7 @@ pub fn read_ptr(base: u64, off: u32) -> Result<u64, i64> {
 
 /// `dev->ifindex` of a `struct net_device *` (0 for NULL).
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn netdev_ifindex(dev: u64, o: &KernelOffsets) -> Result<u32, i64> {
     if dev == 0 {
         return Ok(0);
@@ -63,12 +71,15 @@ pub fn netdev_ifindex(dev: u64, o: &KernelOffsets) -> Result<u32, i64> {
 
 /// `slave->dev->ifindex` of a `struct slave *` (0 for NULL).
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn slave_ifindex(slave: u64, o: &KernelOffsets) -> Result<u32, i64> {
     netdev_ifindex(read_ptr(slave, o.slave_dev)?, o)
 }
 
-/// The current task's user registers (x86_64 `struct pt_regs`), as an address.
+/// The current task's user registers (`x86_64` `struct pt_regs`), as an address.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+#[expect(clippy::cast_sign_loss, reason = "an address, which the helper returns as a long")]
 pub fn user_regs() -> u64 {
     // SAFETY: bpf_get_current_task_btf returns the trusted current task; bpf_task_pt_regs takes it.
     unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
@@ -76,6 +87,8 @@ pub fn user_regs() -> u64 {
 
 /// Copy up to `N` bytes of user memory at `src` (at most `len`) into a zeroed buffer.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+#[expect(clippy::cast_possible_truncation, reason = "`n` <= N, a small buffer's size; the verifier sees the bound")]
 pub fn read_user_bytes<const N: usize>(src: u64, len: u64) -> Result<[u8; N], i64> {
     let mut buf = [0u8; N];
     let n = if len > N as u64 { N as u32 } else { len as u32 };

@@ -1,9 +1,9 @@
 //! Veto of writes to a managed bond's sysfs `bonding/mode` and `bonding/slaves` files.
 //!
-//! LSM hook (include/linux/lsm_hook_defs.h, 6.1 and 6.12):
-//! `int security_file_permission(struct file *file, int mask)`, called by rw_verify_area for every
-//! read/write path (write, pwrite64, writev, splice, io_uring ...). Only write(2) and pwrite64(2) carry the
-//! data in registers we can read (x86_64: buffer in `si`, count in `dx`); any other write path to a guarded
+//! LSM hook (`include/linux/lsm_hook_defs.h`, 6.1 and 6.12):
+//! `int security_file_permission(struct file *file, int mask)`, called by `rw_verify_area` for every
+//! read/write path (write, pwrite64, writev, splice, `io_uring` ...). Only write(2) and pwrite64(2) carry the
+//! data in registers we can read (`x86_64`: buffer in `si`, count in `dx`); any other write path to a guarded
 //! file is refused with EOPNOTSUPP, because its content cannot be checked.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
@@ -22,6 +22,7 @@ const NR_PWRITE64: u64 = 18;
 
 /// Entry point. A failure to read kernel memory allows the operation (never lock out the admin by a bug).
 #[lsm(hook = "file_permission")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn file_permission(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {

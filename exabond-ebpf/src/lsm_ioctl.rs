@@ -16,6 +16,7 @@ const SIOCBONDENSLAVE: u32 = 0x8990;
 
 /// Entry point. A failure to read user memory allows the call (the driver then fails it too).
 #[lsm(hook = "file_ioctl")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn file_ioctl(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(3);
     if prev != 0 {

@@ -1,10 +1,10 @@
 //! Veto of rtnetlink requests that would change a managed bond's mode or enslave a refused device.
 //!
 //! LSM hook (6.1 and 6.12): `int security_netlink_send(struct sock *sk, struct sk_buff *skb)`, called by
-//! netlink_sendmsg before the message is delivered to the kernel. Every message of the batch (up to
-//! [`MAX_MSGS`]) is parsed: RTM_NEWLINK/RTM_SETLINK → ifinfomsg → attributes; IFLA_MASTER naming a managed
-//! bond (`ip link set X master B`) is checked against the member verdicts; IFLA_LINKINFO → IFLA_INFO_DATA →
-//! IFLA_BOND_MODE on a managed bond (`ip link set B type bond mode M`) must be active-backup (1).
+//! `netlink_sendmsg` before the message is delivered to the kernel. Every message of the batch (up to
+//! [`MAX_MSGS`]) is parsed: `RTM_NEWLINK`/`RTM_SETLINK` → ifinfomsg → attributes; `IFLA_MASTER` naming a managed
+//! bond (`ip link set X master B`) is checked against the member verdicts; `IFLA_LINKINFO` → `IFLA_INFO_DATA` →
+//! `IFLA_BOND_MODE` on a managed bond (`ip link set B type bond mode M`) must be active-backup (1).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use exabond_common::event::VetoWhat;
@@ -55,6 +55,7 @@ const fn align4(n: u32) -> u32 {
 
 /// Entry point. A failure to read kernel memory allows the message.
 #[lsm(hook = "netlink_send")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn netlink_send(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {
@@ -98,6 +99,7 @@ fn try_netlink_send(ctx: &LsmContext) -> Result<u32, i64> {
 /// Find the first attribute of type `want` among the attributes in `[start, end)` of `base`; returns its
 /// offset and length. Flat (no nesting) so the verifier's path count stays small.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn find_attr<const N: u32>(base: u64, start: u32, end: u32, want: u16) -> Result<Option<(u32, u32)>, i64> {
     let mut off = start;
     for _ in 0..N {
@@ -117,7 +119,7 @@ fn find_attr<const N: u32>(base: u64, start: u32, end: u32, want: u16) -> Result
     Ok(None)
 }
 
-/// One RTM_NEWLINK/RTM_SETLINK message at `msg` of `mlen` bytes.
+/// One `RTM_NEWLINK`/`RTM_SETLINK` message at `msg` of `mlen` bytes.
 fn check_link(msg: u64, mlen: u32) -> Result<u32, i64> {
     if mlen < NLMSG_HDRLEN + IFINFOMSG_LEN {
         return Ok(0);
@@ -150,13 +152,13 @@ fn check_link(msg: u64, mlen: u32) -> Result<u32, i64> {
     let Some((data, data_len)) = find_attr::<MAX_LINKINFO_ATTRS>(msg, li + 4, li_end, IFLA_INFO_DATA)? else {
         return Ok(0);
     };
-    let Some((m, m_len)) = find_attr::<MAX_BOND_ATTRS>(msg, data + 4, data + data_len, IFLA_BOND_MODE)? else {
+    let Some((mode_at, mode_len)) = find_attr::<MAX_BOND_ATTRS>(msg, data + 4, data + data_len, IFLA_BOND_MODE)? else {
         return Ok(0);
     };
-    if m_len < 5 {
+    if mode_len < 5 {
         return Ok(0);
     }
-    let mode: u8 = read(msg + u64::from(m) + 4)?;
+    let mode: u8 = read(msg + u64::from(mode_at) + 4)?;
     if mode == BOND_MODE_ACTIVEBACKUP {
         return Ok(0);
     }

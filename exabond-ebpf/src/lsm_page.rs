@@ -1,7 +1,7 @@
 //! The page guard: only the agent writes a bond page, as with the original driver (which refused writable
 //! opens and mappings of `/dev/exabond-<bond>` to everyone, root included).
 //!
-//! LSM hooks (include/linux/lsm_hook_defs.h, 6.1 and 6.12), each refusing with EACCES when the object is
+//! LSM hooks (`include/linux/lsm_hook_defs.h`, 6.1 and 6.12), each refusing with EACCES when the object is
 //! a page listed in `PAGE_INODES` and the caller is not the registered agent process (`AGENT`):
 //! - `file_open(struct file *file)`: an open for writing (`f_mode & FMODE_WRITE`);
 //! - `inode_setattr([struct mnt_idmap *idmap,] struct dentry *dentry, struct iattr *attr)`: chmod, chown,
@@ -15,7 +15,7 @@
 //!   mapping, shared or private (a private writable mapping changes nothing on the page, but the original
 //!   refused it and a reader has no use for one).
 //!
-//! Hot paths first: an open without write access, a mapping without PROT_WRITE and a file-less mapping
+//! Hot paths first: an open without write access, a mapping without `PROT_WRITE` and a file-less mapping
 //! leave after one or two BTF-checked loads, with no helper call. A page's identity is its superblock's
 //! device and its inode number (an inode number alone is only unique within one file system).
 
@@ -35,6 +35,7 @@ const PROT_WRITE: u64 = 0x2;
 
 /// The bond of the page whose inode is `inode` (a BTF-typed `struct inode *`), if it is one.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn page_of(inode: u64) -> Option<u32> {
     if inode == 0 {
         return None;
@@ -55,6 +56,7 @@ fn page_of(inode: u64) -> Option<u32> {
 
 /// The bond of the page behind `dentry` (a BTF-typed `struct dentry *`), if it is one.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn page_of_dentry(dentry: u64) -> Option<u32> {
     if dentry == 0 {
         return None;
@@ -65,6 +67,7 @@ fn page_of_dentry(dentry: u64) -> Option<u32> {
 
 /// The bond of the page open as `file` (a BTF-typed `struct file *`), if it is one.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn page_of_file(file: u64) -> Option<u32> {
     if file == 0 {
         return None;
@@ -76,12 +79,14 @@ fn page_of_file(file: u64) -> Option<u32> {
 /// Whether the caller is the registered agent process. No agent registered, or a failed lookup of the
 /// caller in the agent's PID namespace (the caller is outside it): not the agent.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn is_agent() -> bool {
     let Some(agent) = AGENT.get(0) else { return false };
     if agent.tgid == 0 {
         return false;
     }
     let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+    #[expect(clippy::cast_possible_truncation, reason = "the size of an 8-byte struct")]
     // SAFETY: `info` is our own, of the size passed.
     let rc = unsafe {
         bpf_get_ns_current_pid_tgid(
@@ -96,6 +101,7 @@ fn is_agent() -> bool {
 
 /// The verdict on an access to the page of `bond` (if any): allowed for the agent, EACCES for anyone else.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn judge(bond: Option<u32>, what: VetoWhat) -> i32 {
     match bond {
         Some(b) if !is_agent() => lsm_ret(veto(what, b, 0, EACCES, [0; 16])),
@@ -105,6 +111,7 @@ fn judge(bond: Option<u32>, what: VetoWhat) -> i32 {
 
 /// Opens for writing.
 #[lsm(hook = "file_open")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(1);
     if prev != 0 {
@@ -124,6 +131,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 /// argument list: a load-time choice inside one program gets merged by the compiler into a computed
 /// context offset, which the verifier refuses).
 #[lsm(hook = "inode_setattr")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn inode_setattr(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(3);
     if prev != 0 {
@@ -134,6 +142,7 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
 
 /// chmod, chown, truncate, utimes, on 6.1: `(dentry, attr)`.
 #[lsm(hook = "inode_setattr")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn inode_setattr_v61(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {
@@ -144,6 +153,7 @@ pub fn inode_setattr_v61(ctx: LsmContext) -> i32 {
 
 /// rm.
 #[lsm(hook = "inode_unlink")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn inode_unlink(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {
@@ -154,6 +164,7 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
 
 /// mv of a page, or of another file over a page.
 #[lsm(hook = "inode_rename")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn inode_rename(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(4);
     if prev != 0 {
@@ -163,8 +174,9 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     judge(bond, VetoWhat::PageRename)
 }
 
-/// mmap with PROT_WRITE.
+/// mmap with `PROT_WRITE`.
 #[lsm(hook = "mmap_file")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn mmap_file(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(4);
     if prev != 0 {
@@ -177,8 +189,9 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     judge(page_of_file(ctx.arg(0)), VetoWhat::PageMapWrite)
 }
 
-/// mprotect adding PROT_WRITE to a mapping of a page.
+/// mprotect adding `PROT_WRITE` to a mapping of a page.
 #[lsm(hook = "file_mprotect")]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn file_mprotect(ctx: LsmContext) -> i32 {
     let prev: i32 = ctx.arg(3);
     if prev != 0 {

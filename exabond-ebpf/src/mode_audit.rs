@@ -1,6 +1,6 @@
 //! Audit of bonding mode changes: kprobe at the entry of the bonding driver's `bond_option_mode_set`.
 //!
-//! Kernel prototype (drivers/net/bonding/bond_options.c, 6.1 and 6.12):
+//! Kernel prototype (`drivers/net/bonding/bond_options.c`, 6.1 and 6.12):
 //! `static int bond_option_mode_set(struct bonding *bond, const struct bond_opt_value *newval)`; the new
 //! mode is `newval->value`. With the BPF LSM active, forbidden changes never get here; without it (an
 //! `lsm=` list lacking bpf) this record lets the agent log who changed the mode before it restores it.
@@ -17,11 +17,16 @@ use crate::{EVENTS, MANAGED_BONDS};
 
 /// Entry point.
 #[kprobe]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn bond_option_mode_set(ctx: ProbeContext) -> u32 {
     let _ = try_mode_set(&ctx);
     0
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a bonding mode (0 to 6) in the low bits of the option's u64 value"
+)]
 fn try_mode_set(ctx: &ProbeContext) -> Result<(), i64> {
     let bond: u64 = ctx.arg(0).ok_or(-22i64)?;
     let newval: u64 = ctx.arg(1).ok_or(-22i64)?;

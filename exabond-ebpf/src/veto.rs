@@ -7,6 +7,7 @@ use crate::EVENTS;
 
 /// Send a veto record (best effort: a full ring never changes the verdict) and return `errno`.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn veto(what: VetoWhat, bond_ifindex: u32, member_ifindex: u32, errno: u32, detail: [u8; 16]) -> u32 {
     if let Some(mut slot) = EVENTS.reserve::<VetoEvent>(0) {
         slot.write(VetoEvent {
@@ -31,6 +32,7 @@ pub fn veto(what: VetoWhat, bond_ifindex: u32, member_ifindex: u32, errno: u32, 
 /// The LSM return value for a positive errno (0 = allow). The verifier only accepts returns it can prove
 /// are in [-4095, 0], so every errno the policy uses maps to a constant; anything else is -EPERM.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn lsm_ret(errno: u32) -> i32 {
     match errno {
         0 => 0,
@@ -45,6 +47,7 @@ pub fn lsm_ret(errno: u32) -> i32 {
 /// What to return when an earlier BPF LSM program already refused (its code is not provably in range, so
 /// it is reported as -EPERM).
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub const fn refused_earlier() -> i32 {
     -1
 }

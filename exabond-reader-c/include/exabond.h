@@ -94,7 +94,7 @@
 #define EXABOND_LEGACY_FLAGS_MASK 65535
 
 /**
- * Legacy word: shift of the SmartNIC id (bits 16-23, the `N` of `exanicN`).
+ * Legacy word: shift of the `SmartNIC` id (bits 16-23, the `N` of `exanicN`).
  */
 #define EXABOND_LEGACY_ID_SHIFT 16
 
@@ -104,7 +104,7 @@
 #define EXABOND_LEGACY_PORT_SHIFT 24
 
 /**
- * SmartNIC id in the legacy word of members that are not SmartNIC ports (their port is their slot).
+ * `SmartNIC` id in the legacy word of members that are not `SmartNIC` ports (their port is their slot).
  */
 #define EXABOND_LEGACY_NON_SMARTNIC_ID 255
 
@@ -243,7 +243,7 @@ struct exabond_slave {
    */
   uint8_t mac[8];
   /**
-   * SmartNIC id in the legacy word when this slave is active.
+   * `SmartNIC` id in the legacy word when this slave is active.
    */
   uint8_t smartnic_id;
   /**
@@ -303,15 +303,15 @@ struct exabond_snapshot {
    */
   uint64_t failover_count;
   /**
-   * CLOCK_MONOTONIC ns when the agent published the last change of the active slave.
+   * `CLOCK_MONOTONIC` ns when the agent published the last change of the active slave.
    */
   uint64_t last_change_mono_ns;
   /**
-   * CLOCK_REALTIME ns of the same moment.
+   * `CLOCK_REALTIME` ns of the same moment.
    */
   uint64_t last_change_real_ns;
   /**
-   * CLOCK_MONOTONIC ns of the kernel event behind the last change, 0 when the probe did not see it.
+   * `CLOCK_MONOTONIC` ns of the kernel event behind the last change, 0 when the probe did not see it.
    */
   uint64_t kernel_event_ns;
   /**
@@ -323,7 +323,7 @@ struct exabond_snapshot {
    */
   uint32_t agent_pid;
   /**
-   * CLOCK_MONOTONIC ns of the agent's last heartbeat.
+   * `CLOCK_MONOTONIC` ns of the agent's last heartbeat.
    */
   uint64_t heartbeat_mono_ns;
   /**
@@ -339,7 +339,7 @@ struct exabond_snapshot {
    */
   struct exabond_slave slaves[EXABOND_MAX_SLAVES];
   /**
-   * CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat.
+   * `CLOCK_MONOTONIC` ns of the last publication that changed anything but the heartbeat.
    */
   uint64_t last_update_mono_ns;
   /**
@@ -402,7 +402,7 @@ struct exabond_reader *exabond_open_path(const char *path,
 int exabond_changed(struct exabond_reader *reader);
 
 /**
- * The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 SmartNIC
+ * The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC`
  * id, 24-31 port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
  *
  * # Safety
@@ -428,7 +428,7 @@ int exabond_snapshot(const struct exabond_reader *reader,
  * Whether the page is stale: 1 if it is retired (the bond is no longer managed) or the agent's heartbeat
  * is older than `max_age_ns` (the agent stopped or hangs), 0 if not; negative on error
  * (`EXABOND_ERR_NULL_ARG`, `EXABOND_ERR_INCONSISTENT`). The agent's heartbeat period is its poll
- * interval (200 ms by default), so use a few times that. Reads CLOCK_MONOTONIC (vDSO, no syscall).
+ * interval (200 ms by default), so use a few times that. Reads `CLOCK_MONOTONIC` (vDSO, no syscall).
  *
  * # Safety
  * `reader` must be NULL or a live handle from `exabond_open*`.

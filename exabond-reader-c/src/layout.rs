@@ -27,7 +27,7 @@ pub const EXABOND_MAX_SLAVES: usize = 8;
 /// Size of an interface name buffer, NUL included (the kernel's `IFNAMSIZ`).
 pub const EXABOND_IFNAMSIZ: usize = 16;
 /// `magic` of a valid page: the bytes `"EXBD"` read as a little-endian `uint32_t` (0x44425845).
-pub const EXABOND_PAGE_MAGIC: u32 = 0x44425845;
+pub const EXABOND_PAGE_MAGIC: u32 = 0x4442_5845;
 /// Layout version described by this header; `exabond_open` refuses pages of another version.
 pub const EXABOND_LAYOUT_VERSION: u32 = 1;
 /// Prefix of a page file name: the page of bond `B` is `<page_dir>/exabond-B`. (cbindgen does not print
@@ -48,12 +48,12 @@ pub const EXABOND_FLAG_SLAVES_TRUNCATED: u32 = 4;
 /// Legacy word, bits 0-15 (flags): an active slave exists.
 pub const EXABOND_LEGACY_ACTIVE: u32 = 1;
 /// Legacy word: mask of the flag bits (0-15).
-pub const EXABOND_LEGACY_FLAGS_MASK: u32 = 0x0000FFFF;
-/// Legacy word: shift of the SmartNIC id (bits 16-23, the `N` of `exanicN`).
+pub const EXABOND_LEGACY_FLAGS_MASK: u32 = 0x0000_FFFF;
+/// Legacy word: shift of the `SmartNIC` id (bits 16-23, the `N` of `exanicN`).
 pub const EXABOND_LEGACY_ID_SHIFT: u32 = 16;
 /// Legacy word: shift of the port (bits 24-31).
 pub const EXABOND_LEGACY_PORT_SHIFT: u32 = 24;
-/// SmartNIC id in the legacy word of members that are not SmartNIC ports (their port is their slot).
+/// `SmartNIC` id in the legacy word of members that are not `SmartNIC` ports (their port is their slot).
 pub const EXABOND_LEGACY_NON_SMARTNIC_ID: u8 = 0xFF;
 
 /// `link` of a slave: not known yet.
@@ -95,7 +95,7 @@ pub struct exabond_slave {
     pub link_failures: u32,
     /// Permanent MAC address (6 bytes used).
     pub mac: [u8; 8],
-    /// SmartNIC id in the legacy word when this slave is active.
+    /// `SmartNIC` id in the legacy word when this slave is active.
     pub smartnic_id: u8,
     /// Port in the legacy word when this slave is active.
     pub port: u8,
@@ -129,17 +129,17 @@ pub struct exabond_snapshot {
     /// Changes of the active slave since the bond was placed under management (a change to "none" and
     /// back counts too).
     pub failover_count: u64,
-    /// CLOCK_MONOTONIC ns when the agent published the last change of the active slave.
+    /// `CLOCK_MONOTONIC` ns when the agent published the last change of the active slave.
     pub last_change_mono_ns: u64,
-    /// CLOCK_REALTIME ns of the same moment.
+    /// `CLOCK_REALTIME` ns of the same moment.
     pub last_change_real_ns: u64,
-    /// CLOCK_MONOTONIC ns of the kernel event behind the last change, 0 when the probe did not see it.
+    /// `CLOCK_MONOTONIC` ns of the kernel event behind the last change, 0 when the probe did not see it.
     pub kernel_event_ns: u64,
     /// `EXABOND_SOURCE_*`: which source saw the last change first.
     pub last_change_source: u32,
     /// pid of the writing agent.
     pub agent_pid: u32,
-    /// CLOCK_MONOTONIC ns of the agent's last heartbeat.
+    /// `CLOCK_MONOTONIC` ns of the agent's last heartbeat.
     pub heartbeat_mono_ns: u64,
     /// Copy of the legacy word that goes with this block.
     pub legacy_word: u32,
@@ -147,7 +147,7 @@ pub struct exabond_snapshot {
     pub slave_count: u32,
     /// Members, ordered by ifindex.
     pub slaves: [exabond_slave; EXABOND_MAX_SLAVES],
-    /// CLOCK_MONOTONIC ns of the last publication that changed anything but the heartbeat.
+    /// `CLOCK_MONOTONIC` ns of the last publication that changed anything but the heartbeat.
     pub last_update_mono_ns: u64,
     /// `EXABOND_SOURCE_*`: which source made that publication.
     pub last_update_source: u32,

@@ -26,7 +26,6 @@
 //! [`std::panic::catch_unwind`] and report a panic as [`exabond_error::EXABOND_ERR_INTERNAL`]; the
 //! hot-path functions (`exabond_changed`, `exabond_legacy_word`) and `exabond_strerror` contain no code that
 //! can panic.
-#![allow(non_camel_case_types, reason = "the types of this crate are the C header's and carry its names")]
 
 mod layout;
 
@@ -44,6 +43,7 @@ use exabond_common::writer::page_path;
 pub use layout::*;
 
 /// Result codes: `EXABOND_OK` (0) or a negative error. Functions return them as `int`.
+#[expect(non_camel_case_types, reason = "a C enum: its variants carry the C header's names")]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum exabond_error {
@@ -72,7 +72,10 @@ pub enum exabond_error {
     EXABOND_ERR_INTERNAL = -9,
 }
 
-use exabond_error::*;
+use exabond_error::{
+    EXABOND_ERR_INCONSISTENT, EXABOND_ERR_INTERNAL, EXABOND_ERR_INVALID_NAME, EXABOND_ERR_IO, EXABOND_ERR_NOT_A_PAGE,
+    EXABOND_ERR_NOT_FOUND, EXABOND_ERR_NULL_ARG, EXABOND_ERR_PERMISSION, EXABOND_ERR_VERSION, EXABOND_OK,
+};
 
 impl exabond_error {
     /// The code as the `int` the functions return.
@@ -152,6 +155,7 @@ impl exabond_error {
 /// An open page: a read-only mapping of one bond's page and the legacy word last seen by
 /// `exabond_changed`. Opaque to C; created by `exabond_open`/`exabond_open_path`, freed by
 /// `exabond_close`.
+#[expect(non_camel_case_types, reason = "an opaque C type: it carries the C header's name")]
 pub struct exabond_reader {
     inner: PageReader,
 }
@@ -274,7 +278,7 @@ pub unsafe extern "C" fn exabond_changed(reader: *mut exabond_reader) -> c_int {
     }
 }
 
-/// The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 SmartNIC
+/// The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC`
 /// id, 24-31 port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
 ///
 /// # Safety
@@ -315,7 +319,7 @@ pub unsafe extern "C" fn exabond_snapshot(reader: *const exabond_reader, out: *m
 /// Whether the page is stale: 1 if it is retired (the bond is no longer managed) or the agent's heartbeat
 /// is older than `max_age_ns` (the agent stopped or hangs), 0 if not; negative on error
 /// (`EXABOND_ERR_NULL_ARG`, `EXABOND_ERR_INCONSISTENT`). The agent's heartbeat period is its poll
-/// interval (200 ms by default), so use a few times that. Reads CLOCK_MONOTONIC (vDSO, no syscall).
+/// interval (200 ms by default), so use a few times that. Reads `CLOCK_MONOTONIC` (vDSO, no syscall).
 ///
 /// # Safety
 /// `reader` must be NULL or a live handle from `exabond_open*`.

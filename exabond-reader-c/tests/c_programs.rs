@@ -62,7 +62,7 @@ fn out_dir() -> PathBuf {
 enum Link {
     Static,
     Shared,
-    /// legacy_reader.c: libc only.
+    /// `legacy_reader.c`: libc only.
     None,
 }
 
@@ -187,7 +187,7 @@ const FAILOVERS: [Option<usize>; 7] = [Some(1), Some(2), None, Some(0), Some(2),
 /// The page after `n` failovers (`n` = 0: eth0 active).
 fn state(n: usize) -> PageData {
     let mut d = PageData::new("bond0", 10, std::process::id());
-    d.slave_count = SLAVES.len() as u32;
+    d.slave_count = u32::try_from(SLAVES.len()).unwrap();
     for (i, &(name, ifindex, id, port)) in SLAVES.iter().enumerate() {
         d.slaves[i] =
             SlaveRecord { name: page::name_buf(name), ifindex, link: 1, smartnic_id: id, port, ..SlaveRecord::EMPTY };
@@ -202,7 +202,7 @@ fn state(n: usize) -> PageData {
     d.legacy_word = legacy::encode(active.is_some(), id, port);
     if let Some(a) = active {
         d.flags = FLAG_ACTIVE;
-        d.active_slot = a as u32;
+        d.active_slot = u32::try_from(a).unwrap();
         d.active_ifindex = SLAVES[a].1;
         d.active_name = page::name_buf(SLAVES[a].0);
         d.slaves[a].role = 1;
@@ -213,7 +213,7 @@ fn state(n: usize) -> PageData {
 fn expected_trading_line(n: usize) -> String {
     let d = state(n);
     let (name, slot) = match FAILOVERS[n - 1] {
-        Some(a) => (SLAVES[a].0, a as i32),
+        Some(a) => (SLAVES[a].0, i32::try_from(a).unwrap()),
         None => ("-", -1),
     };
     format!(

@@ -96,15 +96,15 @@ impl Handle {
 fn state(n: u64, active: Option<usize>) -> PageData {
     let mut d = PageData::new("bond0", 10, 4242);
     d.slave_count = 3;
-    for (i, s) in d.slaves.iter_mut().take(3).enumerate() {
+    for (s, i) in d.slaves.iter_mut().take(3).zip(0u8..) {
         *s = SlaveRecord {
             name: page::name_buf(&format!("eth{i}")),
-            ifindex: 11 + i as u32,
+            ifindex: 11 + u32::from(i),
             link: 1,
-            link_failures: i as u32,
-            mac: [2, 0, 0, 0, 0, i as u8, 0, 0],
-            smartnic_id: (i / 2) as u8,
-            port: (i % 2) as u8,
+            link_failures: u32::from(i),
+            mac: [2, 0, 0, 0, 0, i, 0, 0],
+            smartnic_id: i / 2,
+            port: i % 2,
             ..SlaveRecord::EMPTY
         };
     }
@@ -118,7 +118,7 @@ fn state(n: u64, active: Option<usize>) -> PageData {
         let s = d.slaves[a];
         d.slaves[a].role = 1;
         d.flags = FLAG_ACTIVE;
-        d.active_slot = a as u32;
+        d.active_slot = u32::try_from(a).unwrap();
         d.active_ifindex = s.ifindex;
         d.active_name = s.name;
         d.active_mac = s.mac;

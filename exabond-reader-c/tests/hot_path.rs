@@ -4,7 +4,7 @@
 //! a debug test executable would prove nothing. The test therefore builds it itself with
 //! `cargo build --release -p exabond-reader-c --lib` (the workspace's own target directory, whose release
 //! build later reuses it; cargo holds no lock on it while tests run). Needs `objdump` (binutils): without
-//! it the test fails. x86_64 only.
+//! it the test fails. `x86_64` only.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -30,11 +30,10 @@ fn optimised_library() -> PathBuf {
         .lines()
         .rev()
         .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
-        .filter_map(|l| {
+        .find_map(|l| {
             let files = l.split_once(r#""filenames":["#)?.1.split_once(']')?.0;
             files.split(',').map(|f| f.trim_matches('"')).find(|f| f.ends_with("/libexabond.so")).map(PathBuf::from)
         })
-        .next()
         .unwrap_or_else(|| panic!("no libexabond.so among cargo's artifacts:\n{stdout}"))
 }
 

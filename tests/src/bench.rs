@@ -80,6 +80,12 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
 }
 
 /// The `p`-th percentile (nearest rank) of `v` (sorted in place); NaN when empty.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "nearest rank: a sample count far below 2^52, a rank rounded up then clamped into 1..=len"
+)]
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -208,6 +214,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::float_cmp, reason = "a percentile is one of the samples, returned exactly")]
     fn nearest_rank_percentiles() {
         let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         assert_eq!(percentile(&mut v, 50.0), 50.0);

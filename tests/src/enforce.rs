@@ -93,6 +93,7 @@ fn attempt_vetoed_until(
 }
 
 /// The suite with the BPF LSM active.
+#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
 pub fn run(exabond: &Path, s: &mut Suite) {
     let dir = Path::new(PAGE_DIR);
     if s.check("enforcement lab: dummy, VLAN, nested bond, veth members", lab_devices).is_none() {

@@ -45,7 +45,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             return Ok(v);
         }
         if start.elapsed() > timeout {
-            bail!("timed out after {:?} waiting for {what}", timeout);
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -33,12 +33,11 @@ fn main() -> ExitCode {
         .and_then(|p| p.parent().map(|d| d.join("exabond")))
         .unwrap_or_else(|| PathBuf::from("exabond"));
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--exabond", Some(p)) => exabond = PathBuf::from(p),
-            _ => {
-                eprintln!("usage: exabond-e2e test|demo [--exabond PATH]");
-                return ExitCode::from(2);
-            }
+        if let ("--exabond", Some(p)) = (a.as_str(), args.next()) {
+            exabond = PathBuf::from(p);
+        } else {
+            eprintln!("usage: exabond-e2e test|demo [--exabond PATH]");
+            return ExitCode::from(2);
         }
     }
     if !std::path::Path::new("/sys/module/bonding").exists() && lab::sh("modprobe bonding max_bonds=0").is_err() {

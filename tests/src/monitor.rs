@@ -1,7 +1,7 @@
 //! Complete monitoring on the real kernel: every kind of change reaches the page, with the source that saw
 //! it (printed as `E2E SOURCE <change> <source>`; asserted where the product guarantees it, and every
 //! failover with eBPF on must carry the probe's kernel time); the page stays right with the eBPF source
-//! disabled; the poll period and heartbeat follow MIN(miimon, arp_interval); C readers (libexabond, and a
+//! disabled; the poll period and heartbeat follow `MIN(miimon, arp_interval)`; C readers (libexabond, and a
 //! reader of the original 32-bit word only) see real failovers.
 
 use std::io::{BufRead as _, BufReader};
@@ -40,7 +40,7 @@ fn source(change: &str, v: &Value, key: &str) -> String {
 }
 
 /// A failover to `expect` triggered by `trigger`, seen by a reader process; returns the page it saw and
-/// CLOCK_MONOTONIC ns just before the trigger.
+/// `CLOCK_MONOTONIC` ns just before the trigger.
 fn failover(
     exabond: &Path,
     expect: &str,
@@ -92,6 +92,8 @@ fn other(b: &Bond, than: &str) -> String {
 }
 
 /// The suite (BPF LSM boot).
+#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
+#[expect(clippy::many_single_char_names, reason = "s is the suite; each check's closure keeps its own short names")]
 pub fn run(exabond: &Path, s: &mut Suite) {
     let Some(bond) = s.setup("monitor lab: mbond (miimon 10, two veth members)", || Bond::create(BOND, 2)) else {
         return;

@@ -230,6 +230,8 @@ fn status_shows_everything(exabond: &Path, bond: &Bond) -> anyhow::Result<()> {
 }
 
 /// The operate suite (the boot with the BPF LSM: `exabond-e2e test`).
+#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
+#[expect(clippy::many_single_char_names, reason = "s is the suite; each check's closure keeps its own short names")]
 pub fn run(exabond: &Path, s: &mut Suite) {
     s.check("config: a bad file is refused, naming the file, the key and the line", || config_errors(exabond));
 
@@ -315,6 +317,8 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         failovers.zip(vetoes),
         "metrics: GET /metrics has every metric; failovers and vetoes of obond as counted above; other paths 404",
         |(failovers, vetoes)| {
+            #[expect(clippy::cast_precision_loss, reason = "small counts, compared with the metrics' floats")]
+            let (failovers_f, vetoes_f) = (failovers as f64, vetoes as f64);
             let (status, text) = http_get("/metrics")?;
             ensure!(status.starts_with("HTTP/1.1 200"), "status line {status:?}:\n{text}");
             for name in [
@@ -332,7 +336,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
                 ensure!(text.contains(name), "{name} missing:\n{text}");
             }
             let f = sample(&text, &format!("exabond_failovers_total{{bond=\"{BOND}\"}}"));
-            ensure!(f == Some(failovers as f64), "exabond_failovers_total of {BOND}: {f:?}, page {failovers}\n{text}");
+            ensure!(f == Some(failovers_f), "exabond_failovers_total of {BOND}: {f:?}, page {failovers}\n{text}");
             let active = bond.active().context("active_slave")?;
             let info = sample(&text, &format!("exabond_active_slave_info{{bond=\"{BOND}\",slave=\"{active}\"}}"));
             ensure!(info == Some(1.0), "active slave info for {active}: {info:?}\n{text}");
@@ -343,7 +347,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             ensure!(sample(&text, "exabond_managed_bonds").is_some_and(|n| n >= 1.0), "managed bonds:\n{text}");
             ensure!(sample(&text, "exabond_enforcement_lsm") == Some(1.0), "lsm:\n{text}");
             let v = sample(&text, &format!("exabond_vetoes_total{{bond=\"{BOND}\"}}"));
-            ensure!(v.is_some_and(|n| n >= vetoes as f64), "vetoes of {BOND}: {v:?}, status said {vetoes}\n{text}");
+            ensure!(v.is_some_and(|n| n >= vetoes_f), "vetoes of {BOND}: {v:?}, status said {vetoes}\n{text}");
             let (status, _) = http_get("/nope")?;
             ensure!(status.starts_with("HTTP/1.1 404"), "GET /nope: {status:?}");
             Ok(())

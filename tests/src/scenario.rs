@@ -57,7 +57,7 @@ fn str_of(v: &Value, k: &str) -> String {
 }
 
 /// The page of `bond` once it carries the eBPF probe's kernel time of failover number `count`
-/// (`kernel_event_ns != 0`, taken at or after `since`, CLOCK_MONOTONIC): proof that the probe at the entry of
+/// (`kernel_event_ns != 0`, taken at or after `since`, `CLOCK_MONOTONIC`): proof that the probe at the entry of
 /// `bond_change_active_slave` saw that change, whichever source published it first (when netlink or the poll
 /// wins the race, the late eBPF event still stamps the kernel's time). With wrong kernel offsets the probe
 /// filters every event out, netlink and the poll still keep the page right, and only this tells.
@@ -164,6 +164,7 @@ fn fmt_us(v: Option<f64>) -> String {
 }
 
 /// Run the scenario; `demo` narrates and shows the page after each step.
+#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
 pub fn run(exabond: &Path, demo: bool, s: &mut Suite) {
     let kernel = sh("uname -r").unwrap_or_default();
     let dir = Path::new(PAGE_DIR);

@@ -1,4 +1,4 @@
-//! The SmartNIC path for real, on the stand-in ExaNIC driver (xtask/vm/standin-exanic, a test fixture):
+//! The `SmartNIC` path for real, on the stand-in `ExaNIC` driver (`xtask/vm/standin-exanic`, a test fixture):
 //! the default policy (no `--member-driver`) admits its ports and refuses everything else; a bond of ports
 //! on two cards fails over between `exanic0` port 1 and `exanic1` port 0 on carrier loss, and the legacy
 //! word carries exactly the (id, port) exanic-software computes (EXAIOCGIFINFO), decoded as
@@ -70,6 +70,7 @@ fn word() -> anyhow::Result<(bool, u8, u8)> {
 }
 
 /// Run the group (BPF LSM active).
+#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
 pub fn run(exabond: &Path, s: &mut Suite) {
     if s.check("smartnic: the stand-in ExaNIC driver loads (2 cards x 2 ports) and answers as exanic", || {
         let m = module()?;

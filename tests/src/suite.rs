@@ -48,12 +48,11 @@ impl Suite {
         name: &str,
         f: impl FnOnce(D) -> anyhow::Result<T>,
     ) -> Option<T> {
-        match needs {
-            Some(d) => self.check(name, || f(d)),
-            None => {
-                self.fail(name, "not run: an earlier step it needs failed (see above)");
-                None
-            }
+        if let Some(d) = needs {
+            self.check(name, || f(d))
+        } else {
+            self.fail(name, "not run: an earlier step it needs failed (see above)");
+            None
         }
     }
 

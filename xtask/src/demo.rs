@@ -5,7 +5,8 @@ use anyhow::bail;
 
 use crate::cargo::build_all;
 use crate::setup::{kernels, testbed};
-use crate::vm::{run_script, stage};
+use crate::stage::stage;
+use crate::vm_run::run_script;
 
 /// Arguments of `cargo xtask demo`.
 #[derive(clap::Args)]

@@ -1,13 +1,21 @@
 //! `cargo xtask`: everything that is not a plain cargo build — machine set-up, the VM test bed, the test
 //! suite across host and real kernels, the demo, running the agent.
 
+// Dependencies go one way, from the commands down:
+// - the commands: `bench`, `demo`, `run`, `setup`, `test` and `vm` (`test` also runs the bench smoke);
+// - the VM test bed they share: `e2e` (the suite on each kernel, its report) → `stage` (the folder shared
+//   with the guest) and `vm_run` (one boot running one script);
+// - under everything: `setup` (tools, kernels, the test bed script) and `cargo` (commands, paths).
 mod bench;
 mod cargo;
 mod demo;
+mod e2e;
 mod run;
 mod setup;
+mod stage;
 mod test;
 mod vm;
+mod vm_run;
 
 use clap::{Parser, Subcommand};
 

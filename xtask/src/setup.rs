@@ -31,9 +31,10 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("EXABOND_CACHE") {
         return d.into();
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
+    let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"),
+        PathBuf::from,
+    );
     base.join("exabond")
 }
 

@@ -4,7 +4,8 @@
 use anyhow::bail;
 
 use crate::cargo::{cargo, run_cmd};
-use crate::vm::{e2e, VmRun};
+use crate::e2e::{e2e, report};
+use crate::vm_run::VmRun;
 
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -18,23 +19,6 @@ pub struct TestArgs {
     /// development. CI runs everything.
     #[arg(long, value_name = "PATTERN")]
     pub only: Option<String>,
-}
-
-/// Print the per-kernel table.
-pub fn report(runs: &[VmRun]) {
-    println!("\n== end-to-end results ==");
-    for r in runs {
-        let kernel = if r.kernel.is_empty() { "(did not boot)" } else { &r.kernel };
-        match r.counts {
-            Some((p, f)) => println!("{:<13} {kernel:<24} {p} passed, {f} failed (exit {})", r.flavour, r.rc),
-            None => {
-                println!("{:<13} {kernel:<24} NO RESULT: the VM failed or the suite crashed (exit {})", r.flavour, r.rc)
-            }
-        }
-        for l in r.lines.iter().filter(|l| l.starts_with("E2E FAIL") || crate::vm::is_kernel_crash(l)) {
-            println!("        {l}");
-        }
-    }
 }
 
 /// Run everything.

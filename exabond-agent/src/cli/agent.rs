@@ -6,18 +6,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use netlink_packet_route::link::LinkMessage;
 use tokio_util::sync::CancellationToken;
+use toml::Spanned;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigError, Settings};
 use crate::enforcement::{Enforcement, Mode};
-use crate::manage::{self, lock, Shared};
 use crate::policy::MemberPolicy;
 use crate::publisher::Publisher;
-use crate::{config, control, ebpf_loader, event_loop, mac_pitfall, metrics, netlink, sysinfo};
+use crate::shared::Shared;
+use crate::{config, control, ebpf_loader, event_loop, mac_pitfall, manage, metrics, netlink, sysinfo};
 
 /// Arguments of `exabond agent`.
 #[derive(clap::Args)]
+#[expect(clippy::struct_excessive_bools, reason = "clap flags: each is an independent on/off switch")]
 pub struct AgentArgs {
+    #[expect(clippy::doc_markdown, reason = "clap help text, shown as written by --help: no Markdown backticks")]
     /// Read the settings from this TOML file (keys: bonds, member_drivers, page_dir, poll_ms,
     /// metrics_addr, socket); a flag given here wins over the file, a list given by flags replaces the file's.
     #[arg(long, value_name = "FILE")]
@@ -35,6 +39,7 @@ pub struct AgentArgs {
     /// The control socket [default: /run/exabond/control.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    #[expect(clippy::doc_markdown, reason = "clap help text, shown as written by --help: no Markdown backticks")]
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464. Off by
     /// default.
     #[arg(long, value_name = "ADDR")]
@@ -42,6 +47,7 @@ pub struct AgentArgs {
     /// Directory of the kernel's BTF (vmlinux and module BTF).
     #[arg(long, value_name = "DIR", default_value = "/sys/kernel/btf", hide = true)]
     pub btf_dir: PathBuf,
+    #[expect(clippy::doc_markdown, reason = "clap help text, shown as written by --help: no Markdown backticks")]
     /// Poll period in ms instead of MIN(miimon, arp_interval).
     #[arg(long, value_name = "MS")]
     pub poll_ms: Option<u32>,
@@ -65,12 +71,36 @@ pub struct AgentArgs {
     pub test_crash_mid_publish: bool,
 }
 
+impl AgentArgs {
+    /// The settings the flags give (a list counts as given when it is not empty), for [`config::resolve`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Flag`] for an invalid `--bond`.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        for b in &self.bonds {
+            crate::ifname::validate(b).map_err(|e| ConfigError::Flag {
+                flag: "--bond",
+                value: b.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(Settings {
+            bonds: (!self.bonds.is_empty()).then(|| self.bonds.iter().map(|b| Spanned::new(0..0, b.clone())).collect()),
+            member_drivers: (!self.member_drivers.is_empty()).then(|| self.member_drivers.clone()),
+            page_dir: self.page_dir.clone(),
+            poll_ms: self.poll_ms,
+            metrics_addr: self.metrics_addr,
+            socket: self.socket.clone(),
+        })
+    }
+}
+
 /// Run the agent until SIGTERM or SIGINT.
 ///
 /// # Errors
 /// Start-up failures, with what to do about them.
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
-    let cfg = config::resolve(args)?;
+    let cfg = config::resolve(args.settings()?, args.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(args, &cfg))
 }
@@ -133,9 +163,11 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events)),
         None => (None, None, None),
     };
+    // Before any page is opened: the page guard refuses writes by anyone but the registered agent.
     if let Some(m) = maps.as_mut() {
-        // Before any page is opened: the page guard refuses writes by anyone but the registered agent.
         ebpf_loader::register_agent(&mut m.agent).context("registering with the page guard")?;
+    } else if ebpf_loader::register_with_pinned_guard().context("registering with the pinned page guard")? {
+        tracing::info!("registered with the page guard a previous agent left pinned");
     }
     let logger = ebpf.as_mut().and_then(|e| match aya_log::EbpfLogger::init(e) {
         Ok(lg) => Some(lg),
@@ -145,50 +177,21 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         }
     });
 
-    let shared = Arc::new(Shared {
-        publisher: Arc::new(crate::pi_mutex::PiMutex::new(Publisher::new(cfg.page_dir.clone()))),
-        enforcement: Arc::new(crate::pi_mutex::PiMutex::new(Enforcement::new(
-            maps,
-            MemberPolicy::new(&cfg.member_drivers),
-            mode,
-        ))),
-        handle: handle.clone(),
-        page_dir: cfg.page_dir.clone(),
-    });
+    let shared = Arc::new(Shared::new(
+        Publisher::new(cfg.page_dir.clone()),
+        Enforcement::new(maps, MemberPolicy::new(&cfg.member_drivers), mode),
+        handle.clone(),
+        cfg.page_dir.clone(),
+    ));
 
     // Bound before any page appears: once a page is there, `exabond list/manage` reach this agent (requests
     // wait in the backlog until the server task starts below).
     let listener = control::bind(&cfg.socket).with_context(|| format!("control socket {}", cfg.socket.display()))?;
     let links = netlink::dump_links(&handle).await.context("rtnetlink link dump")?;
-    netlink::sync_verdicts(&shared, &links);
-    // Bonds a previous agent managed (pinned map), then the ones named on the command line.
-    let mut names: Vec<String> = lock(&shared.enforcement)
-        .pinned_managed()
-        .into_iter()
-        .filter_map(|i| links.iter().find(|m| m.header.index == i).and_then(crate::bond_view::name))
-        .collect();
-    if !names.is_empty() {
-        tracing::info!(bonds = ?names, "re-adopting bonds managed by a previous agent");
-    }
-    for b in &cfg.bonds {
-        if !names.contains(b) {
-            names.push(b.clone());
-        }
-    }
-    for name in &names {
-        let msg = manage::manage_from(&shared, name, &links).map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!("{msg}");
-    }
-    lock(&shared.enforcement).drop_stale_guards();
-    retire_orphan_pages(&shared);
-    {
-        // The page guard protects exactly the pages of the bonds managed now.
-        let mut enf = lock(&shared.enforcement);
-        enf.sync_pages(&lock(&shared.publisher).page_inodes());
-    }
+    let names = adopt_bonds(&shared, &links, &cfg.bonds)?;
     if args.test_crash_mid_publish {
         tracing::warn!("--test-crash-mid-publish: this agent aborts in the middle of the next failover publication");
-        lock(&shared.publisher).crash_on_next_failover();
+        shared.publisher().crash_on_next_failover();
     }
     let page_watch = crate::page_watch::open(&cfg.page_dir)
         .with_context(|| format!("cannot watch the page directory {} (inotify)", cfg.page_dir.display()))?;
@@ -197,21 +200,11 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
-    let tracker = tokio_util::task::TaskTracker::new();
     let events_thread = match events {
-        Some(ev) => Some(event_loop::spawn(ev, logger, shared.publisher.clone(), stop.clone(), busy_poll(args)?)?),
+        Some(ev) => Some(event_loop::spawn(ev, logger, shared.clone(), stop.clone(), busy_poll(args)?)?),
         None => None,
     };
-    tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
-    tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
-    tracker.spawn(crate::page_watch::watch(shared.clone(), page_watch, cancel.clone()));
-    let pitfalls = Arc::new(mac_pitfall::Tracker::default());
-    tracker.spawn(mac_pitfall::watch(shared.clone(), pitfalls.clone(), cancel.clone()));
-    if let Some(l) = metrics_listener {
-        tracker.spawn(metrics::serve(l, shared.clone(), pitfalls.clone(), cancel.clone()));
-    }
-    tracker.spawn(control::serve(listener, cfg.socket.clone(), shared.clone(), pitfalls, cancel.clone()));
-    tracker.close();
+    let tracker = spawn_tasks(&shared, cfg, messages, page_watch, metrics_listener, listener, &cancel);
     tracing::info!(
         bonds = ?names,
         page_dir = %cfg.page_dir.display(),
@@ -244,11 +237,71 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Start the agent's tasks, which run until `cancel`: the rtnetlink listener, the poll backstop, the page
+/// directory watch, the MAC pitfall watch, the metrics endpoint (if bound) and the control socket.
+fn spawn_tasks(
+    shared: &Arc<Shared>,
+    cfg: &AgentConfig,
+    messages: futures::channel::mpsc::UnboundedReceiver<netlink::Notification>,
+    page_watch: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    listener: tokio::net::UnixListener,
+    cancel: &CancellationToken,
+) -> tokio_util::task::TaskTracker {
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
+    tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
+    tracker.spawn(crate::page_watch::watch(shared.clone(), page_watch, cancel.clone()));
+    let pitfalls = Arc::new(mac_pitfall::Tracker::default());
+    tracker.spawn(mac_pitfall::watch(shared.clone(), pitfalls.clone(), cancel.clone()));
+    if let Some(l) = metrics_listener {
+        tracker.spawn(metrics::serve(l, shared.clone(), pitfalls.clone(), cancel.clone()));
+    }
+    tracker.spawn(control::serve(listener, cfg.socket.clone(), shared.clone(), pitfalls, cancel.clone()));
+    tracker.close();
+    tracker
+}
+
+/// Judge every device in `links`, then manage the bonds a previous agent managed (pinned map) and the
+/// `configured` ones, and drop what is left of other bonds (guards pinned by a previous agent, orphaned
+/// pages). Returns the names of the bonds managed.
+fn adopt_bonds(shared: &Shared, links: &[LinkMessage], configured: &[String]) -> anyhow::Result<Vec<String>> {
+    netlink::sync_verdicts(shared, links);
+    // Bonds a previous agent managed (pinned map), then the ones named on the command line.
+    let mut names: Vec<String> = shared
+        .enforcement()
+        .pinned_managed()
+        .into_iter()
+        .filter_map(|i| links.iter().find(|m| m.header.index == i).and_then(crate::bond_view::name))
+        .collect();
+    if !names.is_empty() {
+        tracing::info!(bonds = ?names, "re-adopting bonds managed by a previous agent");
+    }
+    for b in configured {
+        if !names.contains(b) {
+            names.push(b.clone());
+        }
+    }
+    for name in &names {
+        let msg = manage::manage_from(shared, name, links).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!("{msg}");
+    }
+    shared.enforcement().drop_stale_guards();
+    retire_orphan_pages(shared);
+    {
+        // The page guard protects exactly the pages of the bonds managed now. Lock order: enforcement, then
+        // publisher.
+        let mut enf = shared.enforcement();
+        enf.sync_pages(&shared.publisher().page_inodes());
+    }
+    Ok(names)
+}
+
 /// Pages in the page directory whose bond is not managed now (a bond deleted or unmanaged while no agent
 /// ran): retired (a reader that still maps one sees RETIRED) and removed. Other files are left alone.
 fn retire_orphan_pages(shared: &Shared) {
     let (managed, dir) = {
-        let p = lock(&shared.publisher);
+        let p = shared.publisher();
         (p.names(), p.page_dir().to_owned())
     };
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
@@ -262,7 +315,7 @@ fn retire_orphan_pages(shared: &Shared) {
         }
         match exabond_common::writer::retire_orphan(&e.path()) {
             Ok(true) => {
-                tracing::warn!(bond, page = %e.path().display(), "page of a bond that is no longer managed: retired and removed")
+                tracing::warn!(bond, page = %e.path().display(), "page of a bond that is no longer managed: retired and removed");
             }
             Ok(false) => {}
             Err(err) => tracing::error!(bond, "cannot retire an orphaned page: {err}"),

@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::DEFAULT_SOCKET;
 use crate::control::{self, Reply};
 
 /// Arguments shared by the control subcommands.
 #[derive(clap::Args)]
 pub struct ControlArgs {
     /// The agent's control socket.
-    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }
 

@@ -92,3 +92,17 @@ pub enum Command {
     #[command(hide = true)]
     Manpage(completions::ManpageArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EXIT_CODES;
+    use crate::exit_code::Exit;
+
+    #[test]
+    fn every_exit_code_is_in_the_help() {
+        let codes = EXIT_CODES.split_once("Exit codes").map(|(_, c)| c).unwrap_or_default();
+        for e in Exit::ALL {
+            assert!(codes.contains(&format!(" {} ", e.code())), "exit code {e} ({e:?}) missing from --help");
+        }
+    }
+}

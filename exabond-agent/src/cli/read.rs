@@ -64,7 +64,7 @@ pub fn run(args: &ReadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spin until the page's failover count reaches `n`; returns CLOCK_MONOTONIC ns when it was seen.
+/// Spin until the page's failover count reaches `n`; returns `CLOCK_MONOTONIC` ns when it was seen.
 fn wait_for_count(reader: &PageReader, n: u64, timeout: Duration) -> anyhow::Result<u64> {
     let start = Instant::now();
     let mut last_seq = u64::MAX;

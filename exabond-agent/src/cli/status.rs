@@ -105,7 +105,8 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             b["miimon"].as_str().unwrap_or("?"),
             p["active_slave"].as_str().unwrap_or("none"),
             p["failover_count"],
-            age_ms.map_or_else(|| "?".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            age_ms
+                .map_or_else(|| "?".into(), |ms| format!("{:.1}s", std::time::Duration::from_millis(ms).as_secs_f64())),
             p["last_change_source"].as_str().unwrap_or("?"),
             b["vetoes"],
             if p["stale"] == true { "  [STALE]" } else { "" },

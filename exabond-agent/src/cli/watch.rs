@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::cli::control::ControlArgs;
-use crate::control::{self, Reply, EXIT_NO_AGENT, EXIT_PERMISSION};
-use crate::manage::EXIT_INTERNAL;
+use crate::control::{self, Reply};
+use crate::exit_code::Exit;
 
 /// Arguments of `exabond watch`.
 #[derive(clap::Args)]
@@ -40,6 +40,7 @@ pub fn utc_timestamp(since_epoch: std::time::Duration) -> String {
     let secs = since_epoch.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    #[expect(clippy::cast_possible_wrap, reason = "u64 seconds / 86 400 is below 2^48: it fits an i64")]
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -146,25 +147,25 @@ pub fn run(args: &WatchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             eprintln!("exabond: permission denied on {}: run as root", path.display());
-            return ExitCode::from(EXIT_PERMISSION);
+            return ExitCode::from(Exit::PermissionDenied);
         }
         Err(e) => {
             eprintln!(
                 "exabond: no exabond agent is running (cannot connect to {}: {e}); start one with `exabond agent`",
                 path.display()
             );
-            return ExitCode::from(EXIT_NO_AGENT);
+            return ExitCode::from(Exit::NoAgent);
         }
     };
     if let Err(e) = (&stream).write_all(b"watch\n") {
         eprintln!("exabond: {e}");
-        return ExitCode::from(EXIT_INTERNAL);
+        return ExitCode::from(Exit::Internal);
     }
     let mut input = std::io::BufReader::new(&stream);
     let mut first = String::new();
     if let Err(e) = input.read_line(&mut first) {
         eprintln!("exabond: {e}");
-        return ExitCode::from(EXIT_INTERNAL);
+        return ExitCode::from(Exit::Internal);
     }
     match control::parse_reply(&first) {
         Reply::Ok(_) => {}
@@ -182,11 +183,11 @@ pub fn run(args: &WatchArgs) -> ExitCode {
         End::OutputClosed => ExitCode::SUCCESS,
         End::Closed => {
             eprintln!("exabond: the agent closed the connection without stopping cleanly (killed?); watch ends");
-            ExitCode::from(EXIT_INTERNAL)
+            ExitCode::from(Exit::Internal)
         }
         End::Error(e) => {
             eprintln!("exabond: reading from the agent: {e}");
-            ExitCode::from(EXIT_INTERNAL)
+            ExitCode::from(Exit::Internal)
         }
     }
 }
@@ -212,7 +213,7 @@ mod tests {
 
     #[test]
     fn sentences() {
-        let f = AgentEvent::Failover {
+        let ebpf = AgentEvent::Failover {
             bond: "bond0".into(),
             from: Some("eth0".into()),
             to: Some("eth1".into()),
@@ -221,10 +222,10 @@ mod tests {
             kernel_to_page_us: Some(12.34),
         };
         assert_eq!(
-            sentence(&line(&f)),
+            sentence(&line(&ebpf)),
             "bond0: failover eth0 -> eth1 (seen by ebpf, failover #4, kernel→page 12.3 µs)"
         );
-        let f = AgentEvent::Failover {
+        let netlink = AgentEvent::Failover {
             bond: "bond0".into(),
             from: Some("eth1".into()),
             to: None,
@@ -232,8 +233,8 @@ mod tests {
             failover_count: 5,
             kernel_to_page_us: None,
         };
-        assert_eq!(sentence(&line(&f)), "bond0: failover eth1 -> none (seen by netlink, failover #5)");
-        let mut v = line(&AgentEvent::Veto {
+        assert_eq!(sentence(&line(&netlink)), "bond0: failover eth1 -> none (seen by netlink, failover #5)");
+        let mut veto = line(&AgentEvent::Veto {
             bond_ifindex: 7,
             what: "member added via sysfs",
             detail: "dum0".into(),
@@ -241,13 +242,13 @@ mod tests {
             pid: 42,
             comm: "bash".into(),
         });
-        assert_eq!(sentence(&v), "bond #7: VETO member added via sysfs refused (dum0, errno 19) for pid 42 (bash)");
-        v["bond"] = "bond0".into();
-        assert!(sentence(&v).starts_with("bond0: VETO"), "{}", sentence(&v));
-        let l = AgentEvent::Link { bond: "b".into(), member: "m".into(), link: "down", link_failures: 2 };
-        assert_eq!(sentence(&line(&l)), "b: member m link down (link failures 2)");
-        let m = AgentEvent::Member { bond: "b".into(), member: "m".into(), change: "removed" };
-        assert_eq!(sentence(&line(&m)), "b: member m removed");
+        assert_eq!(sentence(&veto), "bond #7: VETO member added via sysfs refused (dum0, errno 19) for pid 42 (bash)");
+        veto["bond"] = "bond0".into();
+        assert!(sentence(&veto).starts_with("bond0: VETO"), "{}", sentence(&veto));
+        let link = AgentEvent::Link { bond: "b".into(), member: "m".into(), link: "down", link_failures: 2 };
+        assert_eq!(sentence(&line(&link)), "b: member m link down (link failures 2)");
+        let member = AgentEvent::Member { bond: "b".into(), member: "m".into(), change: "removed" };
+        assert_eq!(sentence(&line(&member)), "b: member m removed");
         assert_eq!(sentence(&line(&AgentEvent::Manage { bond: "b".into() })), "b: now managed");
         assert_eq!(
             sentence(&line(&AgentEvent::Unmanage { bond: "b".into(), reason: "deleted" })),
@@ -257,10 +258,10 @@ mod tests {
             sentence(&line(&AgentEvent::Revert { bond: "b".into(), action: "released x".into() })),
             "b: detect-and-revert: released x"
         );
-        let p = AgentEvent::MacPitfall { bond: "b".into(), mac: "02:00:00:00:00:01".into(), donor: "eth0".into() };
-        assert!(
-            sentence(&line(&p)).contains("MAC pitfall: the bond's MAC 02:00:00:00:00:01 is the own address of eth0")
-        );
+        let pitfall =
+            AgentEvent::MacPitfall { bond: "b".into(), mac: "02:00:00:00:00:01".into(), donor: "eth0".into() };
+        assert!(sentence(&line(&pitfall))
+            .contains("MAC pitfall: the bond's MAC 02:00:00:00:00:01 is the own address of eth0"));
         assert_eq!(
             sentence(&serde_json::json!({"event": "lagged", "missed": 3})),
             "(this watcher was too slow: 3 events missed)"

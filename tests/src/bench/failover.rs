@@ -3,14 +3,14 @@
 //! run, when each observer saw the new active slave:
 //! - a reader process spinning on the page (`PageReader::changed`, then a snapshot), on its own CPU;
 //! - the agent's publication (the page's `last_change_mono_ns`);
-//! - a plain rtnetlink listener (RTM_NEWLINK with IFLA_EVENT_BONDING_FAILOVER for the bond);
-//! - a poller of sysfs `active_slave` every MIN(miimon, arp_interval) = 10 ms (the original module's way).
+//! - a plain rtnetlink listener (`RTM_NEWLINK` with `IFLA_EVENT_BONDING_FAILOVER` for the bond);
+//! - a poller of sysfs `active_slave` every `MIN(miimon, arp_interval)` = 10 ms (the original module's way).
 //!
 //! The machine is laid out as a trading host would be: CPU 0 is the reader's own ("isolated") core, every
 //! other thread — the agent (started with that affinity), the baselines, the commands that trigger the
 //! failovers and the kernel's unbound workqueues — runs on the other CPUs.
 //!
-//! All times are CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`. Failovers cycle through carrier loss
+//! All times are `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`. Failovers cycle through carrier loss
 //! (peer of the active veth down), a write to `active_slave` and admin-down of the active slave, with the
 //! member restored in between.
 
@@ -29,7 +29,7 @@ use crate::lab::{sh, Agent, Bond};
 
 /// The bond used here.
 pub const BOND: &str = "fobench";
-/// The sysfs poll period of baseline (c): MIN(miimon, arp_interval) of the lab bond.
+/// The sysfs poll period of baseline (c): `MIN(miimon, arp_interval)` of the lab bond.
 const POLL_PERIOD_NS: u64 = 10_000_000;
 /// How long to wait for every observer to see one failover.
 const SEE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -201,7 +201,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// One failover of `kind`; a JSON record of what each observer saw (times in CLOCK_MONOTONIC ns, null
+/// One failover of `kind`; a JSON record of what each observer saw (times in `CLOCK_MONOTONIC` ns, null
 /// when it did not see it in time).
 fn one(bond: &Bond, page: &PageReader, obs: &Observed, kind: &str) -> anyhow::Result<Value> {
     let before = page.snapshot()?;
@@ -329,6 +329,7 @@ impl Drop for Housekeeping {
 
 /// A short summary in the VM log (the full table is made by `cargo xtask bench`).
 fn summary(recs: &[Value]) {
+    #[expect(clippy::cast_precision_loss, reason = "latencies for display: nanosecond spans far below 2^52")]
     let lat = |key: &str| -> Vec<f64> {
         recs.iter()
             .filter(|r| r["kernel_ns"].as_u64().is_some_and(|k| k > 0))

@@ -2,6 +2,7 @@
 //! time over an idle window, and how long after a simultaneous failover of every bond (writes to each
 //! `active_slave` in a tight loop) all pages show the new active slave.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ fn create(n: usize) -> anyhow::Result<()> {
         write_sysfs(&format!("/sys/class/net/{b}/bonding/mode"), "active-backup")?;
         write_sysfs(&format!("/sys/class/net/{b}/bonding/miimon"), "10")?;
         for m in 0..2 {
-            batch.push_str(&format!("link add {b}-a{m} type veth peer name {b}-a{m}p\nlink set {b}-a{m}p up\n"));
+            let _ = write!(batch, "link add {b}-a{m} type veth peer name {b}-a{m}p\nlink set {b}-a{m}p up\n");
         }
     }
     std::fs::write("/tmp/fp-batch", &batch)?;
@@ -38,7 +39,7 @@ fn create(n: usize) -> anyhow::Result<()> {
         for m in 0..2 {
             write_sysfs(&format!("/sys/class/net/{b}/bonding/slaves"), &format!("+{b}-a{m}"))?;
         }
-        up.push_str(&format!("link set {b} up\n"));
+        let _ = writeln!(up, "link set {b} up");
     }
     std::fs::write("/tmp/fp-batch", &up)?;
     sh("ip -batch /tmp/fp-batch")?;
@@ -68,6 +69,7 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
 }
 
 /// Run it with `n` bonds and an idle window of `idle`.
+#[expect(clippy::cast_precision_loss, reason = "figures for display: ticks, KiB and nanosecond spans, far below 2^52")]
 pub fn run(exabond: &Path, n: usize, idle: Duration) -> anyhow::Result<Value> {
     let t = Instant::now();
     create(n)?;
@@ -81,7 +83,7 @@ pub fn run(exabond: &Path, n: usize, idle: Duration) -> anyhow::Result<Value> {
     // Let start-up work settle, then the idle window.
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: sysconf has no memory-safety preconditions.
-    let clk_tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let clk_tck = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1)).unwrap_or(1);
     let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
     std::thread::sleep(idle);
     let (c1, secs) = (cpu_ticks(pid)?, t0.elapsed().as_secs_f64());

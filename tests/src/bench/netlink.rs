@@ -1,16 +1,16 @@
-//! The rtnetlink baseline: a plain netlink socket bound to RTNLGRP_LINK, as any application that wants to
-//! hear about bond failovers would open it, blocked in recv(2). A failover is the RTM_NEWLINK of the bond
+//! The rtnetlink baseline: a plain netlink socket bound to `RTNLGRP_LINK`, as any application that wants to
+//! hear about bond failovers would open it, blocked in recv(2). A failover is the `RTM_NEWLINK` of the bond
 //! that carries `IFLA_EVENT = IFLA_EVENT_BONDING_FAILOVER`, which the kernel sends from the
-//! NETDEV_BONDING_FAILOVER notifier near the end of `bond_change_active_slave`.
+//! `NETDEV_BONDING_FAILOVER` notifier near the end of `bond_change_active_slave`.
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-/// `RTM_NEWLINK` (include/uapi/linux/rtnetlink.h).
+/// `RTM_NEWLINK` (`include/uapi/linux/rtnetlink.h`).
 const RTM_NEWLINK: u16 = 16;
-/// `RTMGRP_LINK`: the legacy group bit of RTNLGRP_LINK.
+/// `RTMGRP_LINK`: the legacy group bit of `RTNLGRP_LINK`.
 const RTMGRP_LINK: u32 = 1;
-/// `IFLA_EVENT` (include/uapi/linux/if_link.h).
+/// `IFLA_EVENT` (`include/uapi/linux/if_link.h`).
 const IFLA_EVENT: u16 = 44;
 /// `IFLA_EVENT_BONDING_FAILOVER`.
 const IFLA_EVENT_BONDING_FAILOVER: u32 = 3;
@@ -39,16 +39,11 @@ impl Listener {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: sockaddr_nl is plain data; all-zero is valid.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        sa.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).expect("AF_NETLINK fits sa_family_t");
         sa.nl_groups = RTMGRP_LINK;
+        let len = socklen::<libc::sockaddr_nl>()?;
         // SAFETY: valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sa).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
+        let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -80,17 +75,15 @@ impl Listener {
     }
 }
 
+/// The size of a `T` as a `socklen_t`.
+fn socklen<T>() -> io::Result<libc::socklen_t> {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
+    let len = socklen::<T>()?;
     // SAFETY: `v` points to a valid T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            std::ptr::from_ref(v).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, std::ptr::from_ref(v).cast(), len) };
     if rc == 0 {
         Ok(())
     } else {
@@ -110,7 +103,7 @@ const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// The ifindexes of the RTM_NEWLINK messages in `buf` that carry IFLA_EVENT_BONDING_FAILOVER.
+/// The ifindexes of the `RTM_NEWLINK` messages in `buf` that carry `IFLA_EVENT_BONDING_FAILOVER`.
 pub fn bond_failovers(buf: &[u8]) -> Vec<u32> {
     let mut out = Vec::new();
     let mut off = 0;

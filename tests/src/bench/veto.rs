@@ -39,6 +39,7 @@ type Batches = (Vec<f64>, Vec<f64>, Vec<f64>);
 
 /// ns per call of `op` in each of `s.batches` batches of `s.ops` calls; `reset` runs before each batch,
 /// untimed.
+#[expect(clippy::cast_precision_loss, reason = "a nanosecond span and a call count, far below 2^52")]
 fn timed(s: Sizes, mut reset: impl FnMut(), mut op: impl FnMut()) -> Vec<f64> {
     (0..s.batches)
         .map(|_| {
@@ -92,7 +93,7 @@ fn writes(s: Sizes) -> anyhow::Result<Vec<f64>> {
 }
 
 /// ns per pread(2) of 8 bytes. The write hook's program returns at its first test for a read (`mask` has
-/// no MAY_WRITE), so the overhead here is the BPF LSM's fixed cost per call (the trampoline), and write −
+/// no `MAY_WRITE`), so the overhead here is the BPF LSM's fixed cost per call (the trampoline), and write −
 /// read is what the program's own body costs.
 fn reads(s: Sizes) -> anyhow::Result<Vec<f64>> {
     let fd = Fd::open(libc::O_RDWR)?;
@@ -133,10 +134,10 @@ pub fn run(exabond: &Path, s: Sizes) -> anyhow::Result<Value> {
     let mut measure = |state: &'static str| -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(300));
         let (w, r, o) = (writes(s)?, reads(s)?, opens(s)?);
-        let e = res.entry(state).or_default();
-        e.0.extend(w);
-        e.1.extend(r);
-        e.2.extend(o);
+        let entry = res.entry(state).or_default();
+        entry.0.extend(w);
+        entry.1.extend(r);
+        entry.2.extend(o);
         Ok(())
     };
     for round in 0..s.rounds {
