@@ -418,15 +418,21 @@ impl Publisher {
     /// place (same inode: readers that map it keep working and see the new `bond_name`).
     fn rename(&mut self, view: &BondView) -> Option<Note> {
         let m = self.bonds.get_mut(&view.ifindex)?;
-        let mut data = *m.writer.current();
+        let before = *m.writer.current();
+        let mut data = before;
         data.bond_name = exabond_common::page::name_buf(&view.name);
+        // The new name is on the page before the file has it: whoever finds the file under the new name
+        // reads that name in it.
+        m.writer.publish(&data);
         Some(match m.writer.rename(&self.page_dir, &view.name) {
             Ok(()) => {
-                m.writer.publish(&data);
                 let from = std::mem::replace(&mut m.view.name, view.name.clone());
                 Note::Renamed { from, to: view.name.clone(), page: m.writer.path().display().to_string() }
             }
-            Err(e) => Note::RenameFailed { bond: view.name.clone(), error: e.to_string() },
+            Err(e) => {
+                m.writer.publish(&before);
+                Note::RenameFailed { bond: view.name.clone(), error: e.to_string() }
+            }
         })
     }
 

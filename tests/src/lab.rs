@@ -166,6 +166,13 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Wait until the agent's log contains `needle` (the agent logs what it did after it released its
+    /// locks, so a line can follow the state it describes by a few milliseconds).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("{needle:?} in the agent's log"), timeout, || self.log_text().contains(needle).then_some(()))
+            .map_err(|e| anyhow::anyhow!("{e}\n--- agent log ---\n{}", self.log_text()))
+    }
+
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -207,13 +214,24 @@ pub struct Waiter {
 impl Waiter {
     /// Start it and wait until it has mapped the page.
     pub fn start(exabond: &Path, page_dir: &Path, bond: &str, count: u64) -> anyhow::Result<Self> {
+        Self::start_for(exabond, page_dir, bond, count, Duration::from_secs(20))
+    }
+
+    /// [`Self::start`] with how long the reader waits for the count before it fails.
+    pub fn start_for(
+        exabond: &Path,
+        page_dir: &Path,
+        bond: &str,
+        count: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(exabond)
             .arg("read")
             .arg(bond)
             .arg("--json")
             .arg("--page-dir")
             .arg(page_dir)
-            .args(["--wait-count", &count.to_string(), "--timeout-ms", "20000"])
+            .args(["--wait-count", &count.to_string(), "--timeout-ms", &timeout.as_millis().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -224,6 +242,12 @@ impl Waiter {
             bail!("reader did not start: {line}");
         }
         Ok(Self { child })
+    }
+
+    /// Stop it (a reader whose check failed half-way).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Its snapshot once the target was seen.

@@ -373,7 +373,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         ensure!(text.contains("MAC PITFALL") && text.contains(&donor), "status text:\n{text}");
         let v = watcher.find("a mac_pitfall line", |v| v["event"] == "mac_pitfall" && v["bond"] == BOND)?;
         ensure!(v["donor"] == donor.as_str() && v["mac"] == mac.as_str(), "mac_pitfall line: {v}");
-        ensure!(agent.log_text().contains("MAC PITFALL"), "no warning in the log:\n{}", agent.log_text());
+        agent.wait_log("MAC PITFALL", Duration::from_secs(5))?;
         let (_, metrics) = http_get("/metrics")?;
         let n = sample(&metrics, &format!("exabond_mac_pitfalls{{bond=\"{BOND}\"}}"));
         ensure!(n == Some(1.0), "exabond_mac_pitfalls: {n:?}");

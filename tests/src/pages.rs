@@ -16,7 +16,7 @@ use anyhow::{bail, ensure, Context as _};
 use exabond_common::page::legacy;
 use exabond_common::reader::{PageReader, ReadError};
 
-use crate::lab::{read_page, scaled, sh, wait_for, Agent, Bond};
+use crate::lab::{read_page, scaled, sh, wait_for, Agent, Bond, Waiter};
 use crate::suite::Suite;
 
 /// The pages live where the original put them.
@@ -84,7 +84,7 @@ struct Readers {
     private: LineProc,
     shared: LineProc,
     trading: LineProc,
-    rust: Vec<Option<Child>>,
+    rust: Vec<Option<Waiter>>,
 }
 
 impl Readers {
@@ -108,17 +108,8 @@ impl Readers {
         // One Rust reader per round, each waiting for its failover count on the page it opened now.
         let mut rust = Vec::new();
         for k in 1..=rounds {
-            let mut c = Command::new(exabond)
-                .args(["read", BOND, "--json", "--page-dir", PAGE_DIR])
-                .args(["--wait-count", &(count0 + k).to_string(), "--timeout-ms", "900000"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let mut err = BufReader::new(c.stderr.take().context("stderr")?);
-            let mut line = String::new();
-            err.read_line(&mut line)?;
-            ensure!(line.trim() == "ready", "Rust reader did not start: {line}");
-            rust.push(Some(c));
+            let w = Waiter::start_for(exabond, Path::new(PAGE_DIR), BOND, count0 + k, Duration::from_secs(900))?;
+            rust.push(Some(w));
         }
         Ok(Self { private, shared, trading, rust })
     }
@@ -132,10 +123,8 @@ impl Readers {
         let l = self.trading.next(Duration::from_secs(10))?;
         ensure!(l.starts_with(&format!("change {k} ")) && l.contains(&format!("active={to} ")), "trading_loop: {l}");
         let idx = usize::try_from(k - 1)?;
-        let child = self.rust.get_mut(idx).and_then(Option::take).context("Rust reader")?;
-        let out = child.wait_with_output()?;
-        ensure!(out.status.success(), "Rust reader {k}: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let waiter = self.rust.get_mut(idx).and_then(Option::take).context("Rust reader")?;
+        let v = waiter.finish().with_context(|| format!("Rust reader {k}"))?;
         ensure!(v["active_slave"] == to, "Rust reader {k} saw active {} (expected {to})", v["active_slave"]);
         Ok(())
     }
@@ -143,9 +132,8 @@ impl Readers {
 
 impl Drop for Readers {
     fn drop(&mut self) {
-        for c in self.rust.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for w in self.rust.iter_mut().flatten() {
+            w.kill();
         }
     }
 }
@@ -163,20 +151,17 @@ fn failover(exabond: &Path, bond: &Bond) -> anyhow::Result<(String, u32, serde_j
 }
 
 /// Run the group (kernel booted with the BPF LSM).
-#[expect(clippy::too_many_lines, reason = "the group's checks in order, each a closure passed to the suite")]
 pub fn run(exabond: &Path, s: &mut Suite) {
-    let Some(bond) = s.check("pages: bond pgbond (2 veth members) and an agent writing /dev/exabond-pgbond", || {
-        Bond::create(BOND, 2)
+    let Some(bond) = s.setup("pages: bond pgbond (2 veth members)", || Bond::create(BOND, 2)) else {
+        return;
+    };
+    let Some(mut agent) = s.setup("pages: the agent starts, writing /dev/exabond-pgbond", || {
+        Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])
     }) else {
         return;
     };
-    let Some(mut agent) =
-        s.check("pages: the agent starts", || Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[]))
-    else {
-        return;
-    };
     let other_build = stage_dir().map(|d| d.join("exabond-other")).unwrap_or_default();
-    let Some((ino0, mut readers)) = s.check("pages: four kinds of long-running reader open the page once", || {
+    let Some((ino0, mut readers)) = s.setup("pages: four kinds of long-running reader open the page once", || {
         let v = read_page(exabond, Path::new(PAGE_DIR), BOND)?;
         let count0 = v["failover_count"].as_u64().context("count")?;
         Ok((inode()?, Readers::start(exabond, count0, 3)?))
@@ -195,7 +180,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             ensure!(inode()? == ino0, "the page's inode changed while no agent ran");
             agent = Agent::start(binary, Path::new(PAGE_DIR), &[BOND], &[])?;
             ensure!(inode()? == ino0, "the restarted agent made a new page file: readers are stranded");
-            ensure!(agent.log_text().contains("adopted the existing page in place"), "log:\n{}", agent.log_text());
+            agent.wait_log("adopted the existing page in place", Duration::from_secs(5))?;
             let t = Instant::now();
             let (to, word, v) = failover(exabond, &bond)?;
             readers.see(k, &to, word)?;
@@ -233,9 +218,8 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             guard_refuses_everything()?;
             let (to, word, _) = failover(exabond, &bond)?;
             ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word() == word, "agent no longer publishes");
-            let log = agent.log_text();
             for what in ["opened for writing", "attributes changed", "removed", "renamed", "writable mapping"] {
-                ensure!(log.contains(what), "no veto logged for '{what}':\n{log}");
+                agent.wait_log(what, Duration::from_secs(5))?;
             }
             println!("E2E page guard: every write path refused; failover to {to} still published");
             Ok(())
@@ -257,7 +241,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         ensure!(matches!(reader.snapshot(), Err(ReadError::Inconsistent)), "a torn page gave a snapshot");
         drop(crashing);
         agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])?;
-        ensure!(agent.log_text().contains("mid-publication"), "no repair logged:\n{}", agent.log_text());
+        agent.wait_log("mid-publication", Duration::from_secs(5))?;
         ensure!(reader.sequence() & 1 == 0, "sequence still odd");
         let d = reader.snapshot()?;
         let kernel = bond.active().context("active")?;
@@ -345,11 +329,11 @@ fn guard_refuses_everything() -> anyhow::Result<()> {
 
 /// Run the group on a kernel booted without the BPF LSM: nothing refuses, the agent mends.
 pub fn run_nolsm(exabond: &Path, s: &mut Suite) {
-    let Some(bond) = s.check("pages (no BPF LSM): bond pgbond and an agent", || Bond::create(BOND, 2)) else {
+    let Some(bond) = s.setup("pages (no BPF LSM): bond pgbond", || Bond::create(BOND, 2)) else {
         return;
     };
     let Some(agent) =
-        s.check("pages (no BPF LSM): the agent starts", || Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[]))
+        s.setup("pages (no BPF LSM): the agent starts", || Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[]))
     else {
         return;
     };
@@ -383,9 +367,8 @@ pub fn run_nolsm(exabond: &Path, s: &mut Suite) {
         ensure!(old.snapshot()?.is_retired(), "readers of the removed file are not told to re-open");
         let (to, word, _) = failover(exabond, &bond)?;
         ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word() == word, "new page not published ({to})");
-        let log = agent.log_text();
         for what in ["set back to 0444", "republished", "truncated", "re-created"] {
-            ensure!(log.contains(what), "no '{what}' in the log:\n{log}");
+            agent.wait_log(what, Duration::from_secs(5))?;
         }
         Ok(())
     });

@@ -77,25 +77,29 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         sh(&format!("insmod {} cards=2 ports=2", m.display()))?;
         let drv = sh("ethtool -i exa0p1 | sed -n 's/^driver: //p'")?;
         ensure!(drv == "exanic", "ethtool driver {drv:?}");
-        sh("modprobe dummy numdummies=0; modprobe 8021q; ip link add sdum0 type dummy")?;
-        sh("ip link add sveth0 type veth peer name sveth0p && ip link set sveth0p up")?;
-        sh("ip link set exa0p0 up && ip link add link exa0p0 name exa0p0.5 type vlan id 5")?;
-        empty_bond("sinner", "active-backup")?;
-        for (b, m) in [("sbveth", "sveth0"), ("sbdum", "sdum0"), ("sbvlan", "exa0p0.5"), ("sbnest", "sinner")] {
-            empty_bond(b, "active-backup")?;
-            write_sysfs(&slaves_path(b), &format!("+{m}"))?;
-        }
-        empty_bond(BOND, "active-backup")?;
-        write_sysfs(&slaves_path(BOND), "+exa0p1")?;
-        write_sysfs(&slaves_path(BOND), "+exa1p0")?;
-        write_sysfs(&format!("/sys/class/net/{BOND}/bonding/primary"), "exa0p1")?;
-        sh(&format!("ip link set {BOND} up"))?;
-        wait_for("exa0p1 active", Duration::from_secs(10), || {
-            (sh(&format!("cat /sys/class/net/{BOND}/bonding/active_slave")).ok()? == "exa0p1").then_some(())
-        })?;
         Ok(())
     })
     .is_none()
+        || s.setup("smartnic: lab devices (veth, dummy, VLAN on exa0p0, nested bond) and bond sbond", || {
+            sh("modprobe dummy numdummies=0; modprobe 8021q; ip link add sdum0 type dummy")?;
+            sh("ip link add sveth0 type veth peer name sveth0p && ip link set sveth0p up")?;
+            sh("ip link set exa0p0 up && ip link add link exa0p0 name exa0p0.5 type vlan id 5")?;
+            empty_bond("sinner", "active-backup")?;
+            for (b, m) in [("sbveth", "sveth0"), ("sbdum", "sdum0"), ("sbvlan", "exa0p0.5"), ("sbnest", "sinner")] {
+                empty_bond(b, "active-backup")?;
+                write_sysfs(&slaves_path(b), &format!("+{m}"))?;
+            }
+            empty_bond(BOND, "active-backup")?;
+            write_sysfs(&slaves_path(BOND), "+exa0p1")?;
+            write_sysfs(&slaves_path(BOND), "+exa1p0")?;
+            write_sysfs(&format!("/sys/class/net/{BOND}/bonding/primary"), "exa0p1")?;
+            sh(&format!("ip link set {BOND} up"))?;
+            wait_for("exa0p1 active", Duration::from_secs(10), || {
+                (sh(&format!("cat /sys/class/net/{BOND}/bonding/active_slave")).ok()? == "exa0p1").then_some(())
+            })?;
+            Ok(())
+        })
+        .is_none()
     {
         return;
     }
