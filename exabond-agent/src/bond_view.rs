@@ -134,6 +134,18 @@ pub fn name(msg: &LinkMessage) -> Option<String> {
     msg.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
 }
 
+/// The alternative names (`IFLA_PROP_LIST` → `IFLA_ALT_IFNAME`) of a link message.
+#[must_use]
+pub fn altnames(msg: &LinkMessage) -> Vec<String> {
+    use netlink_packet_route::link::Prop;
+    msg.attributes
+        .iter()
+        .filter_map(|a| if let LinkAttribute::PropList(p) = a { Some(p) } else { None })
+        .flatten()
+        .filter_map(|p| if let Prop::AltIfName(n) = p { Some(n.clone()) } else { None })
+        .collect()
+}
+
 /// `IFLA_MASTER` of a link message.
 #[must_use]
 pub fn controller(msg: &LinkMessage) -> Option<u32> {

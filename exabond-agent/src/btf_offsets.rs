@@ -80,12 +80,28 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         dentry_d_inode: member_offset(&vmlinux, "dentry", "d_inode")?,
         vm_area_struct_vm_file: member_offset(&vmlinux, "vm_area_struct", "vm_file")?,
         inode_setattr_dentry_arg: page_hook_args(&vmlinux)?,
+        // `possible_net_t` is `struct { struct net *net; }`: its one member is at 0.
+        sock_net: member_offset(&vmlinux, "sock", "__sk_common")?
+            + member_offset(&vmlinux, "sock_common", "skc_net")?,
+        net_ns_inum: member_offset(&vmlinux, "net", "ns")? + member_offset(&vmlinux, "ns_common", "inum")?,
+        net_device_nd_net: member_offset(&vmlinux, "net_device", "nd_net")?,
+        file_private_data: member_offset(&vmlinux, "file", "private_data")?,
+        socket_sk: member_offset(&vmlinux, "socket", "sk")?,
+        inode_i_mode: member_offset(&vmlinux, "inode", "i_mode")?,
+        pt_regs_di: member_offset(&vmlinux, "pt_regs", "di")?,
     })
+}
+
+/// Whether the kernel has LSM hook `hook` (its BPF attach point `bpf_lsm_<hook>` in
+/// `btf_dir/vmlinux`).
+#[must_use]
+pub fn has_lsm_hook(btf_dir: &Path, hook: &str) -> bool {
+    Btf::from_file(btf_dir.join("vmlinux")).is_ok_and(|btf| hook_args(&btf, hook).is_some())
 }
 
 /// The number of arguments of LSM hook `hook`, from the BTF prototype of its BPF attach point
 /// `bpf_lsm_<hook>`.
-fn hook_args(btf: &Btf, hook: &'static str) -> Option<usize> {
+fn hook_args(btf: &Btf, hook: &str) -> Option<usize> {
     let types = btf.resolve_types_by_name(&format!("bpf_lsm_{hook}")).ok()?;
     types.iter().find_map(|t| match t {
         Type::Func(f) => match btf.resolve_chained_type(f).ok()? {
@@ -196,6 +212,20 @@ mod tests {
         assert_eq!(member_offset(&btf, "pt_regs", "orig_ax").unwrap(), 120, "x86_64 pt_regs");
         assert_eq!(member_offset(&btf, "pt_regs", "si").unwrap(), 104);
         assert_eq!(member_offset(&btf, "pt_regs", "dx").unwrap(), 96);
+        assert_eq!(member_offset(&btf, "pt_regs", "di").unwrap(), 112);
+        // The namespace fields the vetoes read.
+        for (st, m) in [
+            ("sock", "__sk_common"),
+            ("sock_common", "skc_net"),
+            ("net", "ns"),
+            ("ns_common", "inum"),
+            ("net_device", "nd_net"),
+            ("file", "private_data"),
+            ("socket", "sk"),
+            ("inode", "i_mode"),
+        ] {
+            member_offset(&btf, st, m).unwrap_or_else(|e| panic!("{e}"));
+        }
         // The page guard's hooks have the argument lists its programs read (this kernel has the BPF LSM
         // attach points even where it refuses to load LSM programs).
         if hook_args(&btf, "file_open").is_some() {

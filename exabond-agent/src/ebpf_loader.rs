@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{links::FdLink, KProbe, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
-use exabond_common::policy_maps::{AgentId, GuardedFile, IfName, PageInode, PIN_DIR};
+use exabond_common::policy_maps::{AgentId, DevKey, GuardedFile, NameKey, PageInode, PIN_DIR};
 
 /// The compiled eBPF object (built by build.rs from exabond-ebpf).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exabond"));
@@ -18,6 +18,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 pub const FAILOVER_FN: &str = "bond_change_active_slave";
 /// Kernel function probed to audit mode changes.
 pub const MODE_SET_FN: &str = "bond_option_mode_set";
+/// LSM hooks attached where the kernel has them: `file_ioctl_compat` (the 32-bit ioctl path has its own
+/// hook from 6.8, backported to some stable kernels; without it the compat path calls `file_ioctl`).
+pub const OPTIONAL_LSM_HOOKS: [&str; 1] = ["file_ioctl_compat"];
+
 /// The BPF LSM hooks used for vetoes (the bond guards, then the page guard of `lsm_page.rs`).
 pub const LSM_HOOKS: [&str; 9] = [
     "file_permission",
@@ -77,19 +81,21 @@ pub enum LoadError {
 /// The enforcement maps (all pinned).
 pub struct EnforcementMaps {
     /// Bonds under management (bond ifindex → 0).
-    pub managed: HashMap<MapData, u32, u32>,
+    pub managed: HashMap<MapData, DevKey, u32>,
     /// Managed bonds by name → ifindex.
-    pub managed_by_name: HashMap<MapData, IfName, u32>,
+    pub managed_by_name: HashMap<MapData, NameKey, u32>,
     /// Guarded sysfs files by inode.
     pub guarded: HashMap<MapData, u64, GuardedFile>,
     /// Member verdict by ifindex.
-    pub verdict_by_ifindex: HashMap<MapData, u32, u32>,
+    pub verdict_by_ifindex: HashMap<MapData, DevKey, u32>,
     /// Member verdict by name.
-    pub verdict_by_name: HashMap<MapData, IfName, u32>,
+    pub verdict_by_name: HashMap<MapData, NameKey, u32>,
     /// The bond pages (page guard): inode → bond ifindex.
     pub page_inodes: HashMap<MapData, PageInode, u32>,
     /// The agent process the page guard lets write (slot 0).
     pub agent: Array<MapData, AgentId>,
+    /// `MANAGED_NETNS`: slot 0 = the namespace whose bonds are managed (0 = none).
+    pub managed_netns: Array<MapData, u32>,
 }
 
 /// The loaded programs and the maps the agent uses.
@@ -145,7 +151,9 @@ fn lsm(ebpf: &mut Ebpf, hook: &'static str, program: &'static str, btf: &Btf) ->
         .ok_or(LoadError::Missing(program))?
         .try_into()
         .map_err(|source| LoadError::Program { what: what(), source })?;
+    let t0 = std::time::Instant::now();
     prog.load(hook, btf).map_err(|source| LoadError::Program { what: what(), source })?;
+    tracing::debug!(hook, program, ms = t0.elapsed().as_millis(), "BPF LSM program verified and loaded");
     let id = prog.attach().map_err(|source| LoadError::Program { what: what(), source })?;
     let link = prog.take_link(id).map_err(|source| LoadError::Program { what: what(), source })?;
     let fd_link: FdLink = link.into();
@@ -189,6 +197,13 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         for hook in LSM_HOOKS {
             lsm(&mut ebpf, hook, program_for(hook, &offsets), &btf)?;
         }
+        for hook in OPTIONAL_LSM_HOOKS {
+            if crate::btf_offsets::has_lsm_hook(btf_dir, hook) {
+                lsm(&mut ebpf, hook, hook, &btf)?;
+            } else {
+                tracing::info!(hook, "this kernel has no such LSM hook: not attached");
+            }
+        }
     }
     let events = take(&mut ebpf, "EVENTS")?;
     let maps = EnforcementMaps {
@@ -199,6 +214,7 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         verdict_by_name: take(&mut ebpf, "VERDICT_BY_NAME")?,
         page_inodes: take(&mut ebpf, "PAGE_INODES")?,
         agent: take(&mut ebpf, "AGENT")?,
+        managed_netns: take(&mut ebpf, "MANAGED_NETNS")?,
     };
     Ok(Loaded { ebpf, events, maps, lsm: with_lsm })
 }
@@ -228,7 +244,7 @@ pub fn register_agent(agent: &mut Array<MapData, AgentId>) -> anyhow::Result<()>
 
 /// Remove every pin (links and maps): enforcement stops once the agent exits. Used by `--release`.
 pub fn release_pins() {
-    for hook in LSM_HOOKS {
+    for hook in LSM_HOOKS.iter().chain(&OPTIONAL_LSM_HOOKS) {
         let _ = std::fs::remove_file(link_pin(hook));
     }
     if let Ok(dir) = std::fs::read_dir(PIN_DIR) {

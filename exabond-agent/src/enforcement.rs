@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aya::maps::MapError;
-use exabond_common::page::name_buf;
-use exabond_common::policy_maps::{GuardedFile, PageInode, FILE_MODE, FILE_SLAVES};
+use exabond_common::policy_maps::{DevKey, GuardedFile, NameKey, PageInode, FILE_MODE, FILE_SLAVES};
 use netlink_packet_route::link::LinkMessage;
 
 use crate::bond_view::{self, BondView};
@@ -76,13 +75,18 @@ pub enum EnforcementError {
 
 #[derive(Clone, Debug)]
 struct LinkEntry {
-    name: String,
+    /// The primary name, then the alternative names (all resolve to the device in the kernel).
+    names: Vec<String>,
     verdict: Verdict,
 }
+
 
 /// The policy state and the maps that carry it to the kernel.
 pub struct Enforcement {
     maps: Option<EnforcementMaps>,
+    /// The agent's network namespace (inode number): its devices are the ones judged and managed; the
+    /// maps are keyed by (namespace, ifindex/name) so the same numbers in other namespaces are not ours.
+    netns: u32,
     policy: MemberPolicy,
     links: BTreeMap<u32, LinkEntry>,
     managed: BTreeMap<u32, String>,
@@ -132,7 +136,25 @@ impl Enforcement {
     /// `maps` is `None` with `--no-ebpf`.
     #[must_use]
     pub fn new(maps: Option<EnforcementMaps>, policy: MemberPolicy, mode: Mode) -> Self {
-        Self { maps, policy, links: BTreeMap::new(), managed: BTreeMap::new(), forbidden_handed: BTreeSet::new(), mode }
+        Self {
+            maps,
+            netns: sysinfo::own_netns(),
+            policy,
+            links: BTreeMap::new(),
+            managed: BTreeMap::new(),
+            forbidden_handed: BTreeSet::new(),
+            mode,
+        }
+    }
+
+    /// The map key of device `ifindex` of the agent's namespace.
+    const fn dev(&self, ifindex: u32) -> DevKey {
+        DevKey { netns: self.netns, ifindex }
+    }
+
+    /// The map key of a name in the agent's namespace (`None`: no device can have it).
+    fn name_key(&self, name: &str) -> Option<NameKey> {
+        NameKey::new(self.netns, name.as_bytes())
     }
 
     /// The member policy.
@@ -150,43 +172,83 @@ impl Enforcement {
     /// Bonds recorded as managed in the pinned map (from a previous agent), to re-adopt.
     #[must_use]
     pub fn pinned_managed(&self) -> Vec<u32> {
-        self.maps.as_ref().map(|m| m.managed.keys().filter_map(listed("managed")).collect()).unwrap_or_default()
+        self.maps
+            .as_ref()
+            .map(|m| {
+                m.managed
+                    .keys()
+                    .filter_map(listed("managed"))
+                    .filter(|k| k.netns == self.netns)
+                    .map(|k| k.ifindex)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
-    /// Update the verdict of one device from its link message.
+    /// Update the verdict of one device from its link message (its names: primary and alternative).
     pub fn sync_link(&mut self, msg: &LinkMessage) {
         let ifindex = msg.header.index;
         let Some(name) = bond_view::name(msg) else { return };
+        let mut names = vec![name];
+        names.extend(bond_view::altnames(msg));
         let kind = bond_view::link_kind(msg);
         if let Some(old) = self.links.get(&ifindex) {
-            if old.name == name {
+            if old.names == names {
                 return; // drivers do not change under a live ifindex
             }
-            let old_name = old.name.clone();
-            if let Some(m) = self.maps.as_mut() {
-                warn_remove("verdict_by_name", m.verdict_by_name.remove(&name_buf(&old_name)));
+            let old_names = old.names.clone();
+            self.remove_names(ifindex, &old_names);
+        }
+        let verdict = self.policy.verdict(&Self::device_info(&names[0], &kind));
+        let (dev, keys) = (self.dev(ifindex), self.name_keys(&names));
+        let managed = self.managed.contains_key(&ifindex);
+        if let Some(m) = self.maps.as_mut() {
+            warn_map("verdict_by_ifindex", m.verdict_by_ifindex.insert(dev, verdict.errno(), 0));
+            for k in &keys {
+                warn_map("verdict_by_name", m.verdict_by_name.insert(k, verdict.errno(), 0));
+                if managed {
+                    warn_map("managed_by_name", m.managed_by_name.insert(k, ifindex, 0));
+                }
             }
         }
-        let verdict = self.policy.verdict(&Self::device_info(&name, &kind));
-        if let Some(m) = self.maps.as_mut() {
-            warn_map("verdict_by_ifindex", m.verdict_by_ifindex.insert(ifindex, verdict.errno(), 0));
-            warn_map("verdict_by_name", m.verdict_by_name.insert(name_buf(&name), verdict.errno(), 0));
+        if managed {
+            self.managed.insert(ifindex, names[0].clone());
         }
-        tracing::debug!(ifindex, name, ?verdict, "member verdict");
-        self.links.insert(ifindex, LinkEntry { name, verdict });
+        tracing::debug!(ifindex, ?names, ?verdict, "member verdict");
+        self.links.insert(ifindex, LinkEntry { names, verdict });
+    }
+
+    /// The map keys of `names` (names no device can have are left out).
+    fn name_keys(&self, names: &[String]) -> Vec<NameKey> {
+        names.iter().filter_map(|n| self.name_key(n)).collect()
+    }
+
+    /// Drop the name entries of device `ifindex` (verdicts, and the managed-bond names if it is one).
+    fn remove_names(&mut self, ifindex: u32, names: &[String]) {
+        let keys = self.name_keys(names);
+        if let Some(m) = self.maps.as_mut() {
+            for k in &keys {
+                warn_remove("verdict_by_name", m.verdict_by_name.remove(k));
+                if m.managed_by_name.get(k, 0).ok() == Some(ifindex) {
+                    warn_remove("managed_by_name", m.managed_by_name.remove(k));
+                }
+            }
+        }
     }
 
     /// A device disappeared.
     pub fn remove_link(&mut self, ifindex: u32) {
         if let Some(e) = self.links.remove(&ifindex) {
+            self.remove_names(ifindex, &e.names);
+            let dev = self.dev(ifindex);
             if let Some(m) = self.maps.as_mut() {
-                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&ifindex));
-                warn_remove("verdict_by_name", m.verdict_by_name.remove(&name_buf(&e.name)));
+                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&dev));
             }
         }
     }
 
-    /// Resynchronise every verdict with a full link dump (start-up; drops entries of vanished devices).
+    /// Resynchronise every verdict with a full link dump (start-up; drops entries of vanished devices,
+    /// and any entry of another namespace, which this agent never wrote for itself).
     pub fn sync_all(&mut self, links: &[LinkMessage]) {
         let present: BTreeSet<u32> = links.iter().map(|l| l.header.index).collect();
         for l in links {
@@ -196,19 +258,20 @@ impl Enforcement {
         for i in gone {
             self.remove_link(i);
         }
-        // Entries pinned by a previous agent for devices that no longer exist.
+        let netns = self.netns;
+        let names: BTreeSet<NameKey> =
+            self.links.values().flat_map(|e| e.names.iter().filter_map(|n| NameKey::new(netns, n.as_bytes()))).collect();
         if let Some(m) = self.maps.as_mut() {
-            let stale: Vec<u32> = m
+            let stale: Vec<DevKey> = m
                 .verdict_by_ifindex
                 .keys()
                 .filter_map(listed("verdict_by_ifindex"))
-                .filter(|i| !present.contains(i))
+                .filter(|k| k.netns != netns || !present.contains(&k.ifindex))
                 .collect();
-            for i in stale {
-                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&i));
+            for k in stale {
+                warn_remove("verdict_by_ifindex", m.verdict_by_ifindex.remove(&k));
             }
-            let names: BTreeSet<[u8; 16]> = self.links.values().map(|e| name_buf(&e.name)).collect();
-            let stale: Vec<[u8; 16]> =
+            let stale: Vec<NameKey> =
                 m.verdict_by_name.keys().filter_map(listed("verdict_by_name")).filter(|n| !names.contains(n)).collect();
             for n in stale {
                 warn_remove("verdict_by_name", m.verdict_by_name.remove(&n));
@@ -225,7 +288,7 @@ impl Enforcement {
     /// The verdict of the device named `name`, if the agent knows one (what the kernel-side veto uses).
     #[must_use]
     pub fn verdict_by_name(&self, name: &str) -> Option<&Verdict> {
-        self.links.values().find(|e| e.name == name).map(|e| &e.verdict)
+        self.links.values().find(|e| e.names.iter().any(|n| n == name)).map(|e| &e.verdict)
     }
 
     /// Guard a bond: managed maps and its sysfs `mode`/`slaves` files.
@@ -244,8 +307,19 @@ impl Enforcement {
             for (ino, g) in files {
                 map_write("guarded", m.guarded.insert(ino, g, 0))?;
             }
-            map_write("managed_by_name", m.managed_by_name.insert(name_buf(&view.name), view.ifindex, 0))?;
-            map_write("managed", m.managed.insert(view.ifindex, 0, 0))?;
+        }
+        let mut names = vec![view.name.clone()];
+        if let Some(e) = self.links.get(&view.ifindex) {
+            names.extend(e.names.iter().filter(|n| **n != view.name).cloned());
+        }
+        let (dev, keys, netns) = (self.dev(view.ifindex), self.name_keys(&names), self.netns);
+        if let Some(m) = self.maps.as_mut() {
+            for k in &keys {
+                map_write("managed_by_name", m.managed_by_name.insert(k, view.ifindex, 0))?;
+            }
+            map_write("managed", m.managed.insert(dev, 0, 0))?;
+            // Last: from here on the vetoes read the maps for this namespace.
+            map_write("managed_netns", m.managed_netns.set(0, netns, 0))?;
         }
         self.managed.insert(view.ifindex, view.name.clone());
         Ok(())
@@ -253,11 +327,22 @@ impl Enforcement {
 
     /// Stop guarding a bond (unmanaged or deleted).
     pub fn unmanage(&mut self, ifindex: u32) {
-        let name = self.managed.remove(&ifindex);
+        self.managed.remove(&ifindex);
+        let (dev, none_left) = (self.dev(ifindex), self.managed.is_empty());
         if let Some(m) = self.maps.as_mut() {
-            warn_remove("managed", m.managed.remove(&ifindex));
-            if let Some(n) = &name {
-                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(n)));
+            warn_remove("managed", m.managed.remove(&dev));
+            let names: Vec<NameKey> = m
+                .managed_by_name
+                .iter()
+                .filter_map(listed("managed_by_name"))
+                .filter(|(k, i)| *i == ifindex && k.netns == dev.netns)
+                .map(|(k, _)| k)
+                .collect();
+            for n in names {
+                warn_remove("managed_by_name", m.managed_by_name.remove(&n));
+            }
+            if none_left {
+                warn_map("managed_netns", m.managed_netns.set(0, 0, 0));
             }
             let inos: Vec<u64> = m
                 .guarded
@@ -272,12 +357,20 @@ impl Enforcement {
         }
     }
 
-    /// A managed bond was renamed: the ioctl name map follows it.
+    /// A managed bond was renamed: the name maps follow it.
     pub fn rename_bond(&mut self, ifindex: u32, new: &str) {
         if let Some(old) = self.managed.insert(ifindex, new.to_owned()) {
+            if old == new {
+                return;
+            }
+            let (old_key, new_key) = (self.name_key(&old), self.name_key(new));
             if let Some(m) = self.maps.as_mut() {
-                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(&old)));
-                warn_map("managed_by_name", m.managed_by_name.insert(name_buf(new), ifindex, 0));
+                if let Some(k) = old_key {
+                    warn_remove("managed_by_name", m.managed_by_name.remove(&k));
+                }
+                if let Some(k) = new_key {
+                    warn_map("managed_by_name", m.managed_by_name.insert(k, ifindex, 0));
+                }
             }
         }
     }
@@ -303,11 +396,19 @@ impl Enforcement {
     /// Drop guards pinned by a previous agent for bonds that are not managed now.
     pub fn drop_stale_guards(&mut self) {
         let keep: BTreeSet<u32> = self.managed.keys().copied().collect();
+        let netns = self.netns;
         if let Some(m) = self.maps.as_mut() {
-            let stale: Vec<u32> =
-                m.managed.keys().filter_map(listed("managed")).filter(|i| !keep.contains(i)).collect();
-            for i in stale {
-                warn_remove("managed", m.managed.remove(&i));
+            let stale: Vec<DevKey> = m
+                .managed
+                .keys()
+                .filter_map(listed("managed"))
+                .filter(|k| k.netns != netns || !keep.contains(&k.ifindex))
+                .collect();
+            for k in stale {
+                warn_remove("managed", m.managed.remove(&k));
+            }
+            if keep.is_empty() {
+                warn_map("managed_netns", m.managed_netns.set(0, 0, 0));
             }
             let stale: Vec<u64> = m
                 .guarded
@@ -319,11 +420,11 @@ impl Enforcement {
             for i in stale {
                 warn_remove("guarded", m.guarded.remove(&i));
             }
-            let stale: Vec<[u8; 16]> = m
+            let stale: Vec<NameKey> = m
                 .managed_by_name
                 .iter()
                 .filter_map(listed("managed_by_name"))
-                .filter(|(_, i)| !keep.contains(i))
+                .filter(|(n, i)| n.netns != netns || !keep.contains(i))
                 .map(|(n, _)| n)
                 .collect();
             for n in stale {

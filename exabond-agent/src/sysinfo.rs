@@ -66,6 +66,22 @@ pub fn inode_of(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
 }
 
+/// The agent's network namespace as the kernel numbers it (`net->ns.inum`: the inode of
+/// `/proc/self/ns/net`); 0 if it cannot be read (then no request matches the maps: logged).
+#[must_use]
+pub fn own_netns() -> u32 {
+    match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => u32::try_from(m.ino()).unwrap_or_else(|_| {
+            tracing::error!(ino = m.ino(), "network namespace inode does not fit 32 bits: enforcement maps unusable");
+            0
+        }),
+        Err(e) => {
+            tracing::error!("cannot stat /proc/self/ns/net: {e}: enforcement maps unusable");
+            0
+        }
+    }
+}
+
 /// Whether `bpf` is in the active LSM list (`/sys/kernel/security/lsm`); `None` if unreadable.
 #[must_use]
 pub fn bpf_lsm_active() -> Option<bool> {

@@ -78,8 +78,8 @@ pub enum VetoWhat {
     MemberNetlink = 4,
     /// The SIOCBONDENSLAVE ioctl for a device the policy refuses.
     MemberIoctl = 5,
-    /// A write to a guarded sysfs file through a path whose content cannot be checked (writev, splice,
-    /// `io_uring`, ...): only write(2)/pwrite(2) are inspected.
+    /// A write to a guarded sysfs file through a path whose content cannot be checked (splice,
+    /// `io_uring`, sendfile, ...): write(2), pwrite64(2), writev(2), pwritev(2) and pwritev2(2) are inspected.
     UncheckedWritePath = 6,
     /// A bond page opened for writing by a process other than the agent.
     PageOpenWrite = 7,
@@ -91,6 +91,10 @@ pub enum VetoWhat {
     PageRename = 10,
     /// A writable mapping of a bond page (mmap or mprotect) by another process.
     PageMapWrite = 11,
+    /// A request about a guarded object that the veto could not read or parse completely (user memory
+    /// not faulted in, more messages or attributes than it reads, a batch that renames or re-numbers
+    /// devices before enslaving one, a namespace move together with a master): refused, fail closed.
+    Unparseable = 12,
 }
 
 impl VetoWhat {
@@ -109,6 +113,7 @@ impl VetoWhat {
             9 => Some(Self::PageUnlink),
             10 => Some(Self::PageRename),
             11 => Some(Self::PageMapWrite),
+            12 => Some(Self::Unparseable),
             _ => None,
         }
     }
@@ -128,6 +133,7 @@ impl VetoWhat {
             Self::PageUnlink => "bond page removed",
             Self::PageRename => "bond page renamed or replaced",
             Self::PageMapWrite => "writable mapping of a bond page",
+            Self::Unparseable => "request that cannot be inspected completely (fail closed)",
         }
     }
 }

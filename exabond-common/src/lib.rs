@@ -3,6 +3,8 @@
 //! - [`event`]: records the eBPF programs send through the ring buffer.
 //! - [`offsets`]: kernel struct field offsets, read from BTF by userspace and handed to the programs.
 //! - [`policy_maps`]: what the enforcement (BPF LSM) maps hold.
+//! - [`veto_rtnl`], [`veto_text`]: how the kernel reads the requests the vetoes judge (rtnetlink buffers,
+//!   sysfs writes, ioctl names), shared by the eBPF programs and the host tests.
 //! - [`page`]: the per-bond page (`/dev/exabond-<bond>`): its layout, the exasock-compatible legacy word,
 //!   and (feature `user`) the single writer and the reader.
 //!
@@ -14,6 +16,8 @@ pub mod event;
 pub mod offsets;
 pub mod page;
 pub mod policy_maps;
+pub mod veto_rtnl;
+pub mod veto_text;
 
 #[cfg(feature = "user")]
 pub mod reader;

@@ -51,6 +51,20 @@ pub struct KernelOffsets {
     /// (`dentry, attr`), 1 from 6.3 on (`idmap, dentry, attr`). Read from the hook's BTF prototype; the
     /// agent loads the program written for that argument list (not read by the programs themselves).
     pub inode_setattr_dentry_arg: u32,
+    /// `struct sock.__sk_common.skc_net.net` (`struct net *`): the socket's network namespace.
+    pub sock_net: u32,
+    /// `struct net.ns.inum` (`unsigned int`): the namespace's inode number.
+    pub net_ns_inum: u32,
+    /// `struct net_device.nd_net.net` (`struct net *`).
+    pub net_device_nd_net: u32,
+    /// `struct file.private_data` (`void *`; a `struct socket *` for a socket).
+    pub file_private_data: u32,
+    /// `struct socket.sk` (`struct sock *`).
+    pub socket_sk: u32,
+    /// `struct inode.i_mode` (`umode_t`, 16 bits).
+    pub inode_i_mode: u32,
+    /// `struct pt_regs.di` (`x86_64`: 1st syscall argument).
+    pub pt_regs_di: u32,
 }
 
 #[cfg(feature = "user")]

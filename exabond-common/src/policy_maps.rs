@@ -9,7 +9,9 @@ pub const FILE_MODE: u32 = 1;
 /// `GUARDED_FILES` value kind: the bond's sysfs `bonding/slaves` file.
 pub const FILE_SLAVES: u32 = 2;
 
-/// A sysfs file of a managed bond, keyed by inode number in `GUARDED_FILES`.
+/// A sysfs file of a managed bond, keyed by inode number in `GUARDED_FILES`. Sysfs inode numbers are
+/// unique across network namespaces (one kernfs root for every sysfs mount), so the number alone names
+/// the file; the programs check the superblock is sysfs first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardedFile {
@@ -77,9 +79,62 @@ pub struct AgentId {
 /// Interface names as map keys: NUL-padded, 16 bytes.
 pub type IfName = [u8; 16];
 
+/// Longest name a device can be addressed by, NUL included (`ALTIFNAMSIZ`: alternative names; the
+/// primary name is at most `IFNAMSIZ` = 16).
+pub const NAME_LEN: usize = 128;
+
+/// A device as the kernel identifies it: its network namespace and its ifindex there. Key of
+/// `MANAGED_BONDS` and `VERDICT_BY_IFINDEX`. Every namespace numbers its devices from 1, so an ifindex
+/// alone says nothing about which device a request is about.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DevKey {
+    /// The namespace's inode number (`net->ns.inum`, `stat -L /proc/<pid>/ns/net`: `st_ino`).
+    pub netns: u32,
+    /// `dev->ifindex` in that namespace.
+    pub ifindex: u32,
+}
+
+/// A device name (primary or alternative) in a network namespace: key of `VERDICT_BY_NAME` and
+/// `MANAGED_BY_NAME`. Names resolve in the caller's namespace, as the kernel resolves them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NameKey {
+    /// The namespace's inode number.
+    pub netns: u32,
+    /// The name, NUL-padded (at most [`NAME_LEN`] - 1 bytes).
+    pub name: [u8; NAME_LEN],
+}
+
+impl NameKey {
+    /// The key of `name` in namespace `netns`; `None` if the name cannot be a device name (empty or
+    /// longer than [`NAME_LEN`] - 1 bytes).
+    #[must_use]
+    pub fn new(netns: u32, name: &[u8]) -> Option<Self> {
+        if name.is_empty() || name.len() >= NAME_LEN {
+            return None;
+        }
+        let mut k = Self { netns, name: [0; NAME_LEN] };
+        k.name[..name.len()].copy_from_slice(name);
+        Some(k)
+    }
+
+    /// An empty key of namespace `netns` (a scratch buffer the eBPF side fills in place).
+    #[must_use]
+    pub const fn empty(netns: u32) -> Self {
+        Self { netns, name: [0; NAME_LEN] }
+    }
+}
+
 #[cfg(feature = "user")]
 // SAFETY: two u32, no padding.
 unsafe impl aya::Pod for GuardedFile {}
+#[cfg(feature = "user")]
+// SAFETY: two u32, no padding.
+unsafe impl aya::Pod for DevKey {}
+#[cfg(feature = "user")]
+// SAFETY: u32 then 128 bytes: size 132, alignment 4, no padding.
+unsafe impl aya::Pod for NameKey {}
 #[cfg(feature = "user")]
 // SAFETY: u32, u32, u64: no implicit padding.
 unsafe impl aya::Pod for PageInode {}
@@ -98,5 +153,18 @@ mod tests {
         assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
         assert_eq!(core::mem::size_of::<PageInode>(), 16);
         assert_eq!(core::mem::size_of::<AgentId>(), 24);
+        assert_eq!(core::mem::size_of::<DevKey>(), 8);
+        assert_eq!(core::mem::size_of::<NameKey>(), 4 + NAME_LEN);
+    }
+
+    #[test]
+    fn name_keys() {
+        let k = NameKey::new(7, b"bond0").unwrap();
+        assert_eq!(k.netns, 7);
+        assert_eq!(&k.name[..6], b"bond0\0");
+        assert!(NameKey::new(7, b"").is_none());
+        assert!(NameKey::new(7, &[b'a'; NAME_LEN]).is_none());
+        assert!(NameKey::new(7, &[b'a'; NAME_LEN - 1]).is_some());
+        assert_ne!(NameKey::new(1, b"eth0"), NameKey::new(2, b"eth0"), "same name, other namespace");
     }
 }

@@ -15,7 +15,8 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use exabond_common::event::{EventHeader, EventKind, FailoverEvent};
 
-use crate::kernel::{netdev_ifindex, offsets, read_ptr, slave_ifindex};
+use crate::kernel::{netdev_ifindex, netdev_netns, offsets, read_ptr, slave_ifindex};
+use exabond_common::policy_maps::DevKey;
 use crate::{EVENTS, MANAGED_BONDS};
 
 /// Entry point: errors are logged through aya-log (they reach the agent's log).
@@ -34,9 +35,12 @@ fn try_bond_change_active_slave(ctx: &ProbeContext) -> Result<(), i64> {
     let bond: u64 = ctx.arg(0).ok_or(-22i64)?;
     let new_active: u64 = ctx.arg(1).unwrap_or(0);
     let o = offsets();
-    let bond_ifindex = netdev_ifindex(read_ptr(bond, o.bonding_dev)?, &o)?;
+    let dev = read_ptr(bond, o.bonding_dev)?;
+    let bond_ifindex = netdev_ifindex(dev, &o)?;
+    // A bond of another namespace may have the same ifindex: the key is (namespace, ifindex).
+    let key = DevKey { netns: netdev_netns(dev, &o)?, ifindex: bond_ifindex };
     // SAFETY: a lookup in our own map; the value is not kept.
-    if unsafe { MANAGED_BONDS.get(bond_ifindex) }.is_none() {
+    if unsafe { MANAGED_BONDS.get(key) }.is_none() {
         return Ok(());
     }
     let old_active = read_ptr(bond, o.bonding_curr_active_slave)?;

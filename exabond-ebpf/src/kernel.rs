@@ -104,3 +104,34 @@ pub fn read_user_bytes<const N: usize>(src: u64, len: u64) -> Result<[u8; N], i6
     }
     Ok(buf)
 }
+
+/// The network namespace (`net->ns.inum`) of a `struct net *` (0 for NULL).
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn net_inum(net: u64, o: &KernelOffsets) -> Result<u32, i64> {
+    if net == 0 {
+        return Ok(0);
+    }
+    read(net + u64::from(o.net_ns_inum))
+}
+
+/// The network namespace of a `struct net_device *` (`dev_net(dev)`), as an inode number.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn netdev_netns(dev: u64, o: &KernelOffsets) -> Result<u32, i64> {
+    net_inum(read_ptr(dev, o.net_device_nd_net)?, o)
+}
+
+/// The network namespace of a `struct sock *` (`sock_net(sk)`), as an inode number.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn sock_netns(sk: u64, o: &KernelOffsets) -> Result<u32, i64> {
+    net_inum(read_ptr(sk, o.sock_net)?, o)
+}
+
+/// The namespace whose bonds are managed (0: none anywhere).
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn managed_netns() -> u32 {
+    crate::MANAGED_NETNS.get(0).copied().unwrap_or(0)
+}

@@ -1,59 +1,81 @@
 //! Veto of rtnetlink requests that would change a managed bond's mode or enslave a refused device.
 //!
 //! LSM hook (6.1 and 6.12): `int security_netlink_send(struct sock *sk, struct sk_buff *skb)`, called by
-//! `netlink_sendmsg` before the message is delivered to the kernel. Every message of the batch (up to
-//! [`MAX_MSGS`]) is parsed: `RTM_NEWLINK`/`RTM_SETLINK` → ifinfomsg → attributes; `IFLA_MASTER` naming a managed
-//! bond (`ip link set X master B`) is checked against the member verdicts; `IFLA_LINKINFO` → `IFLA_INFO_DATA` →
-//! `IFLA_BOND_MODE` on a managed bond (`ip link set B type bond mode M`) must be active-backup (1).
+//! `netlink_sendmsg` before the buffer is delivered to the kernel. The reading of the buffer (every
+//! message, attributes as the kernel's liberal parser reads them, names, batches, namespace moves) is
+//! `exabond_common::veto_rtnl::judge`, tested on the host against a model of the kernel; here it is fed
+//! kernel memory and the pinned maps, keyed by the sender socket's network namespace (where the kernel
+//! applies the request).
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use exabond_common::event::VetoWhat;
-use exabond_common::policy_maps::{ENODEV, EOPNOTSUPP};
+use exabond_common::policy_maps::{DevKey, NameKey, ENODEV, EOPNOTSUPP, NAME_LEN};
+use exabond_common::veto_rtnl::{judge, Bytes, Fault, Lookup, Sender};
 
-use crate::kernel::{load_btf, offset, offsets, read, read_ptr};
+use crate::kernel::{load_btf, managed_netns, offset, offsets, read, read_ptr, sock_netns};
 use crate::veto::veto;
-use crate::{MANAGED_BONDS, VERDICT_BY_IFINDEX};
+use crate::{MANAGED_BONDS, MANAGED_BY_NAME, SCRATCH, VERDICT_BY_IFINDEX, VERDICT_BY_NAME};
 
 const NETLINK_ROUTE: u16 = 0;
-const RTM_NEWLINK: u16 = 16;
-const RTM_SETLINK: u16 = 19;
-const NLMSG_HDRLEN: u32 = 16;
-const IFINFOMSG_LEN: u32 = 16;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_DATA: u16 = 2;
-const IFLA_BOND_MODE: u16 = 1;
-const BOND_MODE_ACTIVEBACKUP: u8 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-/// Messages parsed per send. iproute2 sends one per sendmsg; messages of a longer batch beyond these are
-/// not checked (documented as a known gap).
-const MAX_MSGS: u32 = 4;
-const MAX_ATTRS: u32 = 32;
-const MAX_LINKINFO_ATTRS: u32 = 4;
-const MAX_BOND_ATTRS: u32 = 24;
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct NlMsgHdr {
-    len: u32,
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
+/// The buffer's bytes in kernel memory.
+struct Skb(u64);
+
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+impl Bytes for Skb {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: u32) -> Result<T, Fault> {
+        read(self.0 + u64::from(off)).map_err(|_| Fault)
+    }
+
+    #[inline(always)]
+    #[expect(clippy::cast_possible_truncation, reason = "NAME_LEN - 1 fits in u32")]
+    fn load_name(&self, off: u32, len: u32, out: &mut [u8; NAME_LEN]) -> Result<(), Fault> {
+        let n = len & (NAME_LEN as u32 - 1);
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: at most NAME_LEN - 1 bytes into our own buffer; the helper checks the address.
+        let rc = unsafe { bpf_probe_read_kernel(out.as_mut_ptr().cast(), n, (self.0 + u64::from(off)) as *const _) };
+        if rc < 0 {
+            Err(Fault)
+        } else {
+            Ok(())
+        }
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RtAttr {
-    len: u16,
-    ty: u16,
+/// The maps, for the sender's namespace.
+struct Maps(u32);
+
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+impl Lookup for Maps {
+    #[inline(always)]
+    fn managed_bond(&self, ifindex: u32) -> bool {
+        // SAFETY: a lookup in our own map.
+        unsafe { MANAGED_BONDS.get(DevKey { netns: self.0, ifindex }) }.is_some()
+    }
+
+    #[inline(always)]
+    fn bond_by_name(&self, key: &NameKey) -> Option<u32> {
+        // SAFETY: a lookup in our own map; the value is copied at once.
+        unsafe { MANAGED_BY_NAME.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn verdict(&self, ifindex: u32) -> u32 {
+        // SAFETY: a lookup in our own map; the value is copied at once.
+        unsafe { VERDICT_BY_IFINDEX.get(DevKey { netns: self.0, ifindex }) }.copied().unwrap_or(ENODEV)
+    }
+
+    #[inline(always)]
+    fn verdict_by_name(&self, key: &NameKey) -> u32 {
+        // SAFETY: a lookup in our own map; the value is copied at once.
+        unsafe { VERDICT_BY_NAME.get(key) }.copied().unwrap_or(ENODEV)
+    }
 }
 
-const fn align4(n: u32) -> u32 {
-    (n + 3) & !3
-}
-
-/// Entry point. A failure to read kernel memory allows the message.
+/// Entry point. While no bond is managed anywhere, every request goes after one map lookup.
 #[lsm(hook = "netlink_send")]
 #[expect(clippy::needless_pass_by_value, reason = "the signature aya-ebpf's program macro calls")]
 pub fn netlink_send(ctx: LsmContext) -> i32 {
@@ -61,108 +83,40 @@ pub fn netlink_send(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return crate::veto::refused_earlier();
     }
-    crate::veto::lsm_ret(try_netlink_send(&ctx).unwrap_or(0))
-}
-
-fn try_netlink_send(ctx: &LsmContext) -> Result<u32, i64> {
     let sk: u64 = ctx.arg(0);
-    let skb: u64 = ctx.arg(1);
     // SAFETY: `sk` is the hook's BTF-typed argument. One checked load, no helper, lets every other
     // netlink family go.
     let proto: u16 = unsafe { load_btf(sk, offset!(sock_sk_protocol)) };
     if proto != NETLINK_ROUTE {
-        return Ok(0);
+        return 0;
     }
+    let managed = managed_netns();
+    if managed == 0 {
+        return 0;
+    }
+    // A request the program cannot read is refused (fail closed): it may concern a managed bond.
+    let errno = try_netlink_send(&ctx, sk, managed)
+        .unwrap_or_else(|_| veto(VetoWhat::Unparseable, 0, 0, EOPNOTSUPP, [0; 16]));
+    crate::veto::lsm_ret(errno)
+}
+
+fn try_netlink_send(ctx: &LsmContext, sk: u64, managed: u32) -> Result<u32, i64> {
+    let skb: u64 = ctx.arg(1);
     let o = offsets();
+    let netns = sock_netns(sk, &o)?;
     let data = read_ptr(skb, o.sk_buff_data)?;
     let len: u32 = read(skb + u64::from(o.sk_buff_len))?;
-    let mut off: u32 = 0;
-    for _ in 0..MAX_MSGS {
-        if off.saturating_add(NLMSG_HDRLEN) > len {
-            return Ok(0);
-        }
-        let hdr: NlMsgHdr = read(data + u64::from(off))?;
-        if hdr.len < NLMSG_HDRLEN || hdr.len > len - off {
-            return Ok(0);
-        }
-        if hdr.ty == RTM_NEWLINK || hdr.ty == RTM_SETLINK {
-            let v = check_link(data + u64::from(off), hdr.len)?;
-            if v != 0 {
-                return Ok(v);
-            }
-        }
-        off += align4(hdr.len);
-    }
-    Ok(0)
-}
-
-/// Find the first attribute of type `want` among the attributes in `[start, end)` of `base`; returns its
-/// offset and length. Flat (no nesting) so the verifier's path count stays small.
-#[inline(always)]
-#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
-fn find_attr<const N: u32>(base: u64, start: u32, end: u32, want: u16) -> Result<Option<(u32, u32)>, i64> {
-    let mut off = start;
-    for _ in 0..N {
-        if off + 4 > end {
-            return Ok(None);
-        }
-        let a: RtAttr = read(base + u64::from(off))?;
-        let alen = u32::from(a.len);
-        if alen < 4 || alen > end - off {
-            return Ok(None);
-        }
-        if a.ty & NLA_TYPE_MASK == want {
-            return Ok(Some((off, alen)));
-        }
-        off += align4(alen);
-    }
-    Ok(None)
-}
-
-/// One `RTM_NEWLINK`/`RTM_SETLINK` message at `msg` of `mlen` bytes.
-fn check_link(msg: u64, mlen: u32) -> Result<u32, i64> {
-    if mlen < NLMSG_HDRLEN + IFINFOMSG_LEN {
-        return Ok(0);
-    }
-    let index: u32 = read(msg + u64::from(NLMSG_HDRLEN) + 4)?;
-    let first = NLMSG_HDRLEN + IFINFOMSG_LEN;
-    if let Some((off, alen)) = find_attr::<MAX_ATTRS>(msg, first, mlen, IFLA_MASTER)? {
-        if alen >= 8 {
-            let master: u32 = read(msg + u64::from(off) + 4)?;
-            // SAFETY: lookups in our own maps; values are copied at once.
-            if master != 0 && unsafe { MANAGED_BONDS.get(master) }.is_some() {
-                let verdict = if index == 0 {
-                    ENODEV // a device being created with a master: nothing to judge yet
-                } else {
-                    // SAFETY: a lookup in our own map; the value is copied at once.
-                    unsafe { VERDICT_BY_IFINDEX.get(index) }.copied().unwrap_or(ENODEV)
-                };
-                if verdict != 0 {
-                    return Ok(veto(VetoWhat::MemberNetlink, master, index, verdict, [0; 16]));
-                }
-            }
+    let sender = if netns == managed { Sender::Managed } else { Sender::Other };
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-12i64)?;
+    // SAFETY: this CPU's slot, used by one program run at a time.
+    let work = unsafe { &mut (*scratch).rtnl };
+    work.key.netns = netns;
+    match judge(&Skb(data), len, sender, &Maps(netns), work).map_err(|Fault| -14i64)? {
+        None => Ok(0),
+        Some(r) => {
+            let mut detail = [0u8; 16];
+            detail[0] = r.mode;
+            Ok(veto(r.what, r.bond, r.member, r.errno, detail))
         }
     }
-    // SAFETY: a lookup in our own map.
-    if index == 0 || unsafe { MANAGED_BONDS.get(index) }.is_none() {
-        return Ok(0);
-    }
-    let Some((li, li_len)) = find_attr::<MAX_ATTRS>(msg, first, mlen, IFLA_LINKINFO)? else { return Ok(0) };
-    let li_end = li + li_len;
-    let Some((data, data_len)) = find_attr::<MAX_LINKINFO_ATTRS>(msg, li + 4, li_end, IFLA_INFO_DATA)? else {
-        return Ok(0);
-    };
-    let Some((mode_at, mode_len)) = find_attr::<MAX_BOND_ATTRS>(msg, data + 4, data + data_len, IFLA_BOND_MODE)? else {
-        return Ok(0);
-    };
-    if mode_len < 5 {
-        return Ok(0);
-    }
-    let mode: u8 = read(msg + u64::from(mode_at) + 4)?;
-    if mode == BOND_MODE_ACTIVEBACKUP {
-        return Ok(0);
-    }
-    let mut detail = [0u8; 16];
-    detail[0] = mode;
-    Ok(veto(VetoWhat::ModeNetlink, index, 0, EOPNOTSUPP, detail))
 }

@@ -18,10 +18,10 @@ mod veto;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use exabond_common::offsets::KernelOffsets;
-use exabond_common::policy_maps::{AgentId, GuardedFile, IfName, PageInode};
+use exabond_common::policy_maps::{AgentId, DevKey, GuardedFile, NameKey, PageInode};
 
 /// Kernel struct offsets, set by userspace at load time from BTF (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -46,31 +46,61 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     dentry_d_inode: 0,
     vm_area_struct_vm_file: 0,
     inode_setattr_dentry_arg: 0,
+    sock_net: 0,
+    net_ns_inum: 0,
+    net_device_nd_net: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    inode_i_mode: 0,
+    pt_regs_di: 0,
 };
+
+/// Per-CPU scratch space for what does not fit the 512-byte BPF stack (a name key, a written text).
+#[repr(C)]
+pub struct Scratch {
+    /// Bytes written to a guarded sysfs file (twice the length read, for the verifier's bounds).
+    pub text: [u8; 2 * exabond_common::veto_text::TEXT_LEN],
+    /// A name in a namespace, as the maps key it.
+    pub key: NameKey,
+    /// The rtnetlink veto's working memory.
+    pub rtnl: exabond_common::veto_rtnl::Work,
+}
+
+/// One [`Scratch`] per CPU (slot 0). Not pinned: it holds nothing between two program runs.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Records for the agent (see `exabond_common::event`). 256 KiB: thousands of events of backlog.
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
-/// Bonds under management: key = bond ifindex, value = reserved (0).
+/// The network namespace whose bonds are managed (slot 0: its inode number; 0 = no managed bond
+/// anywhere, every request takes the fast exit).
 #[map]
-static MANAGED_BONDS: HashMap<u32, u32> = HashMap::pinned(1024, 0);
+static MANAGED_NETNS: Array<u32> = Array::pinned(1, 0);
 
-/// Bonds under management by name (for the SIOCBONDENSLAVE ioctl, which names the bond): value = ifindex.
+/// Bonds under management: key = (namespace, bond ifindex), value = reserved (0).
 #[map]
-static MANAGED_BY_NAME: HashMap<IfName, u32> = HashMap::pinned(1024, 0);
+static MANAGED_BONDS: HashMap<DevKey, u32> = HashMap::pinned(1024, 0);
+
+/// Bonds under management by name, primary and alternative (the ioctls and rtnetlink name a bond):
+/// key = (namespace, name), value = ifindex.
+#[map]
+static MANAGED_BY_NAME: HashMap<NameKey, u32> = HashMap::pinned(4096, 0);
 
 /// Guarded sysfs files of managed bonds, by inode number.
 #[map]
 static GUARDED_FILES: HashMap<u64, GuardedFile> = HashMap::pinned(4096, 0);
 
-/// Member verdict by ifindex: 0 = may join a managed bond, else the errno to fail with. Absent = ENODEV.
+/// Member verdict by (namespace, ifindex): 0 = may join a managed bond, else the errno to fail with.
+/// Absent = ENODEV.
 #[map]
-static VERDICT_BY_IFINDEX: HashMap<u32, u32> = HashMap::pinned(16384, 0);
+static VERDICT_BY_IFINDEX: HashMap<DevKey, u32> = HashMap::pinned(16384, 0);
 
-/// Member verdict by interface name (sysfs `slaves` and the ioctl name devices). Absent = ENODEV.
+/// Member verdict by (namespace, name), primary and alternative names (sysfs `slaves`, the ioctls and
+/// rtnetlink name devices). Absent = ENODEV.
 #[map]
-static VERDICT_BY_NAME: HashMap<IfName, u32> = HashMap::pinned(16384, 0);
+static VERDICT_BY_NAME: HashMap<NameKey, u32> = HashMap::pinned(32768, 0);
 
 /// The bond pages, by (device, inode): value = the bond's ifindex. Only the agent may write them.
 #[map]

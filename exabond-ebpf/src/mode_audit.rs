@@ -12,7 +12,8 @@ use aya_ebpf::{
 };
 use exabond_common::event::{EventHeader, EventKind, ModeSetEvent};
 
-use crate::kernel::{netdev_ifindex, offsets, read, read_ptr};
+use crate::kernel::{netdev_ifindex, netdev_netns, offsets, read, read_ptr};
+use exabond_common::policy_maps::DevKey;
 use crate::{EVENTS, MANAGED_BONDS};
 
 /// Entry point.
@@ -31,9 +32,11 @@ fn try_mode_set(ctx: &ProbeContext) -> Result<(), i64> {
     let bond: u64 = ctx.arg(0).ok_or(-22i64)?;
     let newval: u64 = ctx.arg(1).ok_or(-22i64)?;
     let o = offsets();
-    let bond_ifindex = netdev_ifindex(read_ptr(bond, o.bonding_dev)?, &o)?;
+    let dev = read_ptr(bond, o.bonding_dev)?;
+    let bond_ifindex = netdev_ifindex(dev, &o)?;
+    let key = DevKey { netns: netdev_netns(dev, &o)?, ifindex: bond_ifindex };
     // SAFETY: a lookup in our own map.
-    if unsafe { MANAGED_BONDS.get(bond_ifindex) }.is_none() {
+    if unsafe { MANAGED_BONDS.get(key) }.is_none() {
         return Ok(());
     }
     let mode: u64 = read(newval + u64::from(o.bond_opt_value_value))?;
