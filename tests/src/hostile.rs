@@ -23,9 +23,10 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _};
 
 use crate::enforce::slaves_path;
-use crate::lab::{bond_mode, bond_slaves, cli, empty_bond, read_page, sh, wait_for, write_sysfs, Agent, Bond};
+use crate::lab::{bond_mode, bond_slaves, cli, empty_bond, sh, wait_for, write_sysfs, Agent, Bond};
 use crate::rtnl_raw::Sent;
 use crate::suite::Suite;
+use exabond_common::reader::PageReader;
 
 /// Where this group's agent puts its pages.
 pub const PAGE_DIR: &str = "/run/exabond-hostile";
@@ -81,8 +82,8 @@ pub struct State {
 }
 
 impl State {
-    /// Now.
-    pub fn now(exabond: &Path) -> anyhow::Result<Self> {
+    /// Now (all read in this process: the guest is emulated and every process started costs).
+    pub fn now() -> anyhow::Result<Self> {
         let mut links = BTreeMap::new();
         for e in std::fs::read_dir("/sys/class/net")? {
             let name = e?.file_name().to_string_lossy().into_owned();
@@ -90,16 +91,13 @@ impl State {
                 links.insert(name, i);
             }
         }
-        let page = read_page(exabond, Path::new(PAGE_DIR), B)?;
+        let page = PageReader::open_in(Path::new(PAGE_DIR), B)?.snapshot()?;
         Ok(Self {
             slaves: [bond_slaves(B), bond_slaves(E)],
             modes: [bond_mode(B), bond_mode(E)],
-            page_active: page["active_slave"].as_str().map(str::to_owned),
+            page_active: page.active_name().map(str::to_owned),
             links,
-            ns_masters: sh(&format!(
-                "ip -n {NS} -o link show | grep -o '^[0-9]*: [^:@]*\\|master [^ ]*' | tr '\\n' ' '"
-            ))
-            .unwrap_or_default(),
+            ns_masters: ns_masters(),
         })
     }
 }
@@ -126,19 +124,38 @@ impl State {
     }
 }
 
-/// `r` failed with one of `errnos`.
-pub fn failed_with(what: &str, r: Result<(), i32>, errnos: &[i32]) -> anyhow::Result<()> {
+/// Every device of the namespace with its master, as `ifindex: name [master M]` (one `ip` process).
+fn ns_masters() -> String {
+    let Ok(out) = std::process::Command::new("ip").args(["-n", NS, "-o", "link", "show"]).output() else {
+        return String::from("(ip failed)");
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let head = l.split(['@', ':']).take(2).collect::<Vec<_>>().join(":");
+            let mut w = l.split_whitespace();
+            match w.find(|x| *x == "master").and_then(|_| w.next()) {
+                Some(m) => format!("{head} master {m}"),
+                None => head,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `r` failed with one of `errnos`; that errno.
+pub fn failed_with(what: &str, r: Result<(), i32>, errnos: &[i32]) -> anyhow::Result<i32> {
     match r {
-        Err(e) if errnos.contains(&e) => Ok(()),
+        Err(e) if errnos.contains(&e) => Ok(e),
         Err(e) => bail!("{what}: failed with errno {e}, expected one of {errnos:?}"),
         Ok(()) => bail!("{what}: SUCCEEDED, expected a refusal with one of {errnos:?}"),
     }
 }
 
-/// A netlink batch refused by the veto itself (the `sendmsg` failed with one of `errnos`).
-pub fn nl_refused(what: &str, r: anyhow::Result<Sent>, errnos: &[i32]) -> anyhow::Result<()> {
+/// A netlink batch refused by the veto itself (the `sendmsg` failed with one of `errnos`); that errno.
+pub fn nl_refused(what: &str, r: anyhow::Result<Sent>, errnos: &[i32]) -> anyhow::Result<i32> {
     match r? {
-        Sent::Refused(e) if errnos.contains(&e) => Ok(()),
+        Sent::Refused(e) if errnos.contains(&e) => Ok(e),
         Sent::Refused(e) => bail!("{what}: sendmsg failed with errno {e}, expected one of {errnos:?}"),
         Sent::Acked(a) => bail!("{what}: DELIVERED (the kernel's answers per message: {a:?}), expected a veto"),
     }
@@ -159,22 +176,23 @@ pub fn done(what: &str, r: Result<(), i32>) -> anyhow::Result<()> {
 }
 
 /// Run refused attempts: `f`'s own assertions, then nothing may have changed; if something did, the lab
-/// is put back (best effort) so the next checks start clean.
-pub fn unchanged(exabond: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let before = State::now(exabond)?;
+/// is put back (best effort) so the next checks start clean. `f`'s result (an errno, or nothing) is named
+/// in the failure.
+pub fn unchanged<R: std::fmt::Debug>(f: impl FnOnce() -> anyhow::Result<R>) -> anyhow::Result<()> {
+    let before = State::now()?;
     let r = f();
     // The agent may publish a change a moment after the request: give it time to show up.
-    std::thread::sleep(Duration::from_millis(150));
-    let after = State::now(exabond)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let after = State::now()?;
     if after != before {
         repair();
-        bail!(
-            "{}the state changed: {}",
-            r.err().map(|e| format!("{e:#}; and ")).unwrap_or_default(),
-            before.diff(&after)
-        );
+        let outcome = match &r {
+            Err(e) => format!("{e:#}; and "),
+            Ok(v) => format!("the request's own check passed ({v:?}), but "),
+        };
+        bail!("{outcome}the state changed: {}", before.diff(&after));
     }
-    r
+    r.map(|_| ())
 }
 
 /// `dev` is a member of `bond` (host namespace).
@@ -207,12 +225,15 @@ pub fn repair() {
         }
     }
     let _ = write_sysfs(&format!("/sys/class/net/{E}/bonding/mode"), "active-backup");
-    for dev in [D, "hbond-a0"] {
-        let _ = sh(&format!("ip -n {NS} link set {dev} nomaster"));
+    if ns_masters().contains(" master ") {
+        for dev in [D, "hbond-a0"] {
+            let _ = sh(&format!("ip -n {NS} link set {dev} nomaster"));
+        }
     }
-    let _ = sh(&format!("ip -n {NS} link set {B} type bond mode active-backup"));
     for stray in ["hrecycle", "hnew", "hmove"] {
-        let _ = sh(&format!("ip link del {stray}"));
+        if ifindex(stray).is_ok() {
+            let _ = sh(&format!("ip link del {stray}"));
+        }
     }
     // The rename batch: D under hv2's name, hv2 away.
     if ifindex("hv2-away").is_ok() {
@@ -288,10 +309,10 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         return;
     };
     let t = std::time::Instant::now();
-    crate::hostile_ns::run(exabond, s);
-    crate::hostile_rtnl::run(exabond, s);
-    crate::hostile_ioctl::run(exabond, s);
-    crate::hostile_sysfs::run(exabond, s);
+    crate::hostile_ns::run(s);
+    crate::hostile_rtnl::run(s);
+    crate::hostile_ioctl::run(s);
+    crate::hostile_sysfs::run(s);
     println!("E2E NOTE hostile: io_uring writes not tried (no io-uring crate available to the suite)");
     println!("E2E NOTE hostile: checks took {:.0?}", t.elapsed());
     drop(agent);

@@ -154,9 +154,17 @@ impl Unfaulted {
         let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
         let _ = std::fs::remove_file(&path);
         let len = 4096;
-        // SAFETY: a fresh private read-only mapping of our file; never dereferenced by this process.
-        let addr =
-            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        // SAFETY: a fresh private mapping of our file; never dereferenced by this process.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
         if addr == libc::MAP_FAILED {
             bail!("mmap {path}: errno {}", errno());
         }

@@ -5,7 +5,6 @@
 //! the veto's, the same form is first shown to work on the unmanaged bond `hfree`.
 
 use std::os::fd::AsRawFd as _;
-use std::path::Path;
 
 use crate::hostile::{
     done, enslaved_then_release, failed_with, is_member, release, unchanged, B, D, ENODEV, FAIL_CLOSED, U, V,
@@ -34,7 +33,7 @@ fn allowed(cmd: u32, bond: &str, dev: &str) -> anyhow::Result<()> {
 }
 
 /// The class's checks.
-pub fn run(exabond: &Path, s: &mut Suite) {
+pub fn run(s: &mut Suite) {
     for (n, (name, cmd)) in
         [("SIOCBONDENSLAVE", SIOCBONDENSLAVE), ("BOND_ENSLAVE_OLD (SIOCDEVPRIVATE)", BOND_ENSLAVE_OLD)]
             .into_iter()
@@ -42,7 +41,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     {
         s.check(&format!("hostile C1.{n}: {name} of the refused dummy → refused ENODEV"), || {
             control(cmd, U, D)?;
-            unchanged(exabond, || failed_with(&format!("{name} {B} {D}"), bond_ioctl(cmd, B, D), &[ENODEV]))
+            unchanged(|| failed_with(&format!("{name} {B} {D}"), bond_ioctl(cmd, B, D), &[ENODEV]))
         });
         s.check(&format!("hostile C2.{n}: {name} of an allowed veth → succeeds"), || allowed(cmd, B, V[0]));
     }
@@ -58,7 +57,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     {
         s.check(&format!("hostile C3.{n}: SIOCBONDENSLAVE naming {bond} / {dev} → refused ENODEV"), || {
             control(SIOCBONDENSLAVE, ctl_bond, ctl_dev)?;
-            unchanged(exabond, || {
+            unchanged(|| {
                 failed_with(&format!("SIOCBONDENSLAVE {bond} {dev}"), bond_ioctl(SIOCBONDENSLAVE, bond, dev), &[ENODEV])
             })
         });
@@ -78,7 +77,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             || {
                 let m = Unfaulted::new(&ifreq(B, D))?;
                 let sock = inet_socket()?;
-                unchanged(exabond, || {
+                unchanged(|| {
                     // SAFETY: `m` maps 4096 readable bytes holding the ifreq.
                     let r = unsafe { ioctl_at(sock.as_raw_fd(), cmd, m.ptr()) };
                     failed_with(&format!("{name} {B} {D} from an unfaulted page"), r, FAIL_CLOSED)

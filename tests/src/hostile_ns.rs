@@ -4,7 +4,6 @@
 //! other one still names host devices, and is refused.
 
 use std::os::fd::AsRawFd as _;
-use std::path::Path;
 
 use anyhow::{ensure, Context as _};
 
@@ -46,9 +45,9 @@ fn ns_released(how: &str, dev: &str) -> anyhow::Result<()> {
 }
 
 /// The class's checks.
-pub fn run(exabond: &Path, s: &mut Suite) {
+pub fn run(s: &mut Suite) {
     s.check("hostile A1: netns with colliding ifindexes/names: ip link set master and raw RTM_SETLINK/RTM_NEWLINK IFLA_MASTER succeed", || {
-        unchanged(exabond, || {
+        unchanged(|| {
             for dev in [D, "hbond-a0"] {
                 let (ok, out) = sh_try(&format!("ip -n {NS} link set {dev} master {B}"));
                 ensure!(ok, "ip -n {NS} link set {dev} master {B} refused: {out}");
@@ -70,7 +69,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     });
 
     s.check("hostile A2: netns: SIOCBONDENSLAVE and BOND_ENSLAVE_OLD on a socket of that netns succeed", || {
-        unchanged(exabond, || {
+        unchanged(|| {
             for (name, cmd) in [("SIOCBONDENSLAVE", SIOCBONDENSLAVE), ("BOND_ENSLAVE_OLD", BOND_ENSLAVE_OLD)] {
                 in_netns(NS, || done(&format!("{name} {B} {D} in the netns"), bond_ioctl(cmd, B, D)))?;
                 ns_enslaved(name, D)?;
@@ -82,7 +81,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     });
 
     s.check("hostile A3: netns: its sysfs bonding/slaves and mode (sysfs mounted by ip netns exec) succeed", || {
-        unchanged(exabond, || {
+        unchanged(|| {
             let slaves = format!("/sys/class/net/{B}/bonding/slaves");
             let (ok, out) = sh_try(&format!("ip netns exec {NS} sh -c 'echo +{D} > {slaves}'"));
             ensure!(ok, "+{D} to {NS}'s {slaves} refused: {out}");
@@ -103,7 +102,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     });
 
     s.check("hostile A4: netns: mode change via rtnetlink (by ifindex, by name, ip link) succeeds", || {
-        unchanged(exabond, || {
+        unchanged(|| {
             let bond = ns_ifindex(B)?;
             in_netns(NS, || nl_done("IFLA_BOND_MODE 0 by ifindex", send(&[bond_mode(bond, Attrs::new(), &[0])])))?;
             ensure!(ns_mode().starts_with("balance-rr"), "{NS}'s {B} mode {} after mode 0", ns_mode());
@@ -124,7 +123,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     s.check(
         "hostile A5: a host socket used after setns to the netns: SIOCBONDENSLAVE names host devices → refused ENODEV",
         || {
-            unchanged(exabond, || {
+            unchanged(|| {
                 let sock = inet_socket()?;
                 let fd = sock.as_raw_fd();
                 let ifr = ifreq(B, D);

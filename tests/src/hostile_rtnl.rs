@@ -5,8 +5,6 @@
 //! and change nothing; the same forms naming an allowed veth, and a batch of unrelated messages, must
 //! succeed.
 
-use std::path::Path;
-
 use anyhow::ensure;
 
 use crate::hostile::{
@@ -75,7 +73,7 @@ fn enslave_forms(dev: &str, idx: u32, alt: &str, bond: u32, other: u32, mtu: u32
 
 /// The class's checks.
 #[expect(clippy::too_many_lines, reason = "the class's checks in order, each a closure passed to the suite")]
-pub fn run(exabond: &Path, s: &mut Suite) {
+pub fn run(s: &mut Suite) {
     let Ok((b_idx, e_idx, u_idx, d_idx)) = (|| anyhow::Ok((ifindex(B)?, ifindex(E)?, ifindex(U)?, ifindex(D)?)))()
     else {
         s.check("hostile B: ifindexes of the lab", || -> anyhow::Result<()> {
@@ -88,7 +86,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         // A bound the veto cannot avoid (attributes, messages) may refuse with its fail-closed errno.
         let errnos = if what.contains("unknown") || what.contains("batch") { FAIL_CLOSED } else { &[ENODEV] };
         s.check(&format!("hostile B1.{n}: {what} → refused, nothing changed"), || {
-            unchanged(exabond, || nl_refused(&what, send(&msgs), errnos))
+            unchanged(|| nl_refused(&what, send(&msgs), errnos))
         });
     }
 
@@ -123,7 +121,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         .enumerate()
         {
             s.check(&format!("hostile B3.{bond}.{n}: mode change of {bond}, {what} → refused EOPNOTSUPP"), || {
-                unchanged(exabond, || nl_refused(what, send(&[msg]), &[EOPNOTSUPP]))
+                unchanged(|| nl_refused(what, send(&[msg]), &[EOPNOTSUPP]))
             });
         }
     }
@@ -152,7 +150,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
                 Attrs::new().str(IFLA_IFNAME, "hrecycle").linkinfo("dummy", &Attrs::new()).u32(IFLA_MASTER, b_idx),
             );
             let msgs = [LinkMsg::new(RTM_DELLINK, 0, vi, Attrs::new()), create];
-            unchanged(exabond, || {
+            unchanged(|| {
                 nl_refused(&format!("delete {veth} + create hrecycle (ifindex {vi}) in {B}"), send(&msgs), FAIL_CLOSED)
             })
         },
@@ -168,7 +166,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
                 LinkMsg::new(RTM_SETLINK, 0, d_idx, Attrs::new().str(IFLA_IFNAME, veth)),
                 LinkMsg::new(RTM_SETLINK, 0, 0, Attrs::new().str(IFLA_IFNAME, veth).u32(IFLA_MASTER, b_idx)),
             ];
-            unchanged(exabond, || nl_refused("rename, rename, enslave by name", send(&msgs), &[ENODEV]))
+            unchanged(|| nl_refused("rename, rename, enslave by name", send(&msgs), &[ENODEV]))
         },
     );
 
@@ -179,7 +177,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             0,
             Attrs::new().str(IFLA_IFNAME, "hnew").linkinfo("dummy", &Attrs::new()).u32(IFLA_MASTER, b_idx),
         );
-        unchanged(exabond, || nl_refused("create hnew in hbond", send(&[msg]), FAIL_CLOSED))
+        unchanged(|| nl_refused("create hnew in hbond", send(&[msg]), FAIL_CLOSED))
     });
 
     s.check(
@@ -187,7 +185,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         || {
             let idx: u32 = sh(&format!("ip netns exec {NS} cat /sys/class/net/hmove/ifindex"))?.parse()?;
             let msg = LinkMsg::new(RTM_SETLINK, 0, idx, Attrs::new().u32(IFLA_NET_NS_PID, 1).u32(IFLA_MASTER, b_idx));
-            unchanged(exabond, || {
+            unchanged(|| {
                 in_netns(NS, || {
                     nl_refused(
                         &format!("{NS}'s hmove (ifindex {idx}) to pid 1's netns, master {B}"),

@@ -4,8 +4,6 @@
 //! yet faulted in, splice from a pipe). Where the driver's own refusal could pass for the veto's, the form is
 //! first shown to work on the unmanaged bond `hfree`.
 
-use std::path::Path;
-
 use anyhow::ensure;
 
 use crate::enforce::slaves_path;
@@ -34,7 +32,7 @@ fn control(what: &str, r: Result<(), i32>) -> anyhow::Result<()> {
 }
 
 /// The class's checks.
-pub fn run(exabond: &Path, s: &mut Suite) {
+pub fn run(s: &mut Suite) {
     let (bs, us) = (slaves_path(B), slaves_path(U));
 
     for (n, text) in [" +hdum", "  +hdum\n", "\t+hdum"].into_iter().enumerate() {
@@ -42,9 +40,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             &format!("hostile D1.{n}: slaves {text:?} (leading blanks, skipped by the driver) → refused ENODEV"),
             || {
                 control(&format!("{text:?}"), write_once(&us, text.as_bytes()))?;
-                unchanged(exabond, || {
-                    failed_with(&format!("{text:?} > {bs}"), write_once(&bs, text.as_bytes()), &[ENODEV])
-                })
+                unchanged(|| failed_with(&format!("{text:?} > {bs}"), write_once(&bs, text.as_bytes()), &[ENODEV]))
             },
         );
     }
@@ -56,7 +52,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         s.check(&format!("hostile D2.{n}: slaves {what} of the refused dummy → refused ENODEV"), || {
             let w = |p: &str| if call == "writev" { writev_parts(p, parts) } else { pwritev_parts(p, parts) };
             control(&what, w(&us))?;
-            unchanged(exabond, || failed_with(&format!("{what} > {bs}"), w(&bs), &[ENODEV]))
+            unchanged(|| failed_with(&format!("{what} > {bs}"), w(&bs), &[ENODEV]))
         });
     }
 
@@ -84,16 +80,14 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         let m = Unfaulted::new(text)?;
         control("+hdum from an unfaulted page", write_from(&us, &m, text.len()))?;
         let m = Unfaulted::new(text)?;
-        unchanged(exabond, || {
+        unchanged(|| {
             failed_with(&format!("+hdum from an unfaulted page > {bs}"), write_from(&bs, &m, text.len()), FAIL_CLOSED)
         })
     });
 
     s.check("hostile D5: slaves \"+hdum\" spliced from a pipe → refused EOPNOTSUPP (uninspectable)", || {
         control("splice +hdum", splice_into(&us, b"+hdum\n")?)?;
-        unchanged(exabond, || {
-            failed_with(&format!("splice +hdum > {bs}"), splice_into(&bs, b"+hdum\n")?, &[EOPNOTSUPP])
-        })
+        unchanged(|| failed_with(&format!("splice +hdum > {bs}"), splice_into(&bs, b"+hdum\n")?, &[EOPNOTSUPP]))
     });
 
     let own = bond_mode(E);
@@ -134,7 +128,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     for (n, (what, parts)) in refused.into_iter().enumerate() {
         s.check(&format!("hostile D7.{n}: {E}/mode {what} → refused EOPNOTSUPP, mode unchanged"), || {
             let r = |p: &str| if what.starts_with("writev") { writev_parts(p, parts) } else { write_once(p, parts[0]) };
-            unchanged(exabond, || failed_with(&format!("{what} > {E}/mode"), r(&mode_path(E)), &[EOPNOTSUPP]))?;
+            unchanged(|| failed_with(&format!("{what} > {E}/mode"), r(&mode_path(E)), &[EOPNOTSUPP]))?;
             ensure!(read_sysfs(&mode_path(E))? == "active-backup 1", "{E} mode {}", bond_mode(E));
             Ok(())
         });
