@@ -12,7 +12,9 @@ use crate::hostile_io::{
     bond_ioctl, ifreq, in_netns, inet_socket, ioctl_at, BOND_ENSLAVE_OLD, SIOCBONDENSLAVE, SIOCBONDRELEASE,
 };
 use crate::lab::{sh, sh_try};
-use crate::rtnl_raw::{bond_mode, send, set_master, Attrs, LinkMsg, IFLA_IFNAME, IFLA_MASTER, RTM_NEWLINK};
+use crate::rtnl_raw::{
+    bond_mode, send, set_master, Attrs, LinkMsg, IFLA_IFNAME, IFLA_MASTER, RTM_NEWLINK, RTM_SETLINK,
+};
 use crate::suite::Suite;
 
 /// The ifindex of `dev` inside the namespace.
@@ -33,52 +35,61 @@ fn ns_mode() -> String {
     sh(&format!("ip netns exec {NS} cat /sys/class/net/{B}/bonding/mode")).unwrap_or_default()
 }
 
-/// `dev` is in the namespace's bond; release it with `release` (a shell command or a closure's result).
+/// `dev` is in the namespace's bond.
 fn ns_enslaved(how: &str, dev: &str) -> anyhow::Result<()> {
     ensure!(ns_master(dev).as_deref() == Some(B), "{how}: {dev} is not in {NS}'s {B} (master {:?})", ns_master(dev));
     Ok(())
 }
 
+/// `dev` has no master in the namespace.
 fn ns_released(how: &str, dev: &str) -> anyhow::Result<()> {
     ensure!(ns_master(dev).is_none(), "{how}: {dev} still has master {:?}", ns_master(dev));
     Ok(())
 }
 
 /// The class's checks.
+#[expect(clippy::too_many_lines, reason = "the class's checks in order, each a closure passed to the suite")]
 pub fn run(s: &mut Suite) {
-    s.check("hostile A1: netns with colliding ifindexes/names: ip link set master and raw RTM_SETLINK/RTM_NEWLINK IFLA_MASTER succeed", || {
-        unchanged(|| {
-            for dev in [D, "hbond-a0"] {
-                let (ok, out) = sh_try(&format!("ip -n {NS} link set {dev} master {B}"));
-                ensure!(ok, "ip -n {NS} link set {dev} master {B} refused: {out}");
-                ns_enslaved("ip link set master", dev)?;
-                sh(&format!("ip -n {NS} link set {dev} nomaster"))?;
-                ns_released("ip link set nomaster", dev)?;
-            }
-            let (dev, bond) = (ns_ifindex(D)?, ns_ifindex(B)?);
-            in_netns(NS, || nl_done("RTM_SETLINK IFLA_MASTER in the netns", send(&[set_master(dev, bond)])))?;
-            ns_enslaved("raw RTM_SETLINK", D)?;
-            in_netns(NS, || nl_done("RTM_SETLINK IFLA_MASTER 0 in the netns", send(&[set_master(dev, 0)])))?;
-            ns_released("raw RTM_SETLINK release", D)?;
-            let newlink = LinkMsg::new(RTM_NEWLINK, 0, dev, Attrs::new().u32(IFLA_MASTER, bond));
-            in_netns(NS, || nl_done("RTM_NEWLINK IFLA_MASTER in the netns", send(&[newlink])))?;
-            ns_enslaved("raw RTM_NEWLINK", D)?;
-            in_netns(NS, || nl_done("release in the netns", send(&[set_master(dev, 0)])))?;
-            ns_released("raw RTM_NEWLINK release", D)
-        })
-    });
+    for (n, dev) in [D, "hbond-a0"].into_iter().enumerate() {
+        s.check(
+            &format!("hostile A1.{n}: netns with colliding ifindexes/names: ip link set {dev} master {B} succeeds"),
+            || {
+                unchanged(|| {
+                    let (ok, out) = sh_try(&format!("ip -n {NS} link set {dev} master {B}"));
+                    ensure!(ok, "ip -n {NS} link set {dev} master {B} refused: {out}");
+                    ns_enslaved("ip link set master", dev)?;
+                    sh(&format!("ip -n {NS} link set {dev} nomaster"))?;
+                    ns_released("ip link set nomaster", dev)
+                })
+            },
+        );
+    }
+    for (n, ty) in [(2, RTM_SETLINK), (3, RTM_NEWLINK)] {
+        let name = if ty == RTM_SETLINK { "RTM_SETLINK" } else { "RTM_NEWLINK" };
+        s.check(&format!("hostile A1.{n}: netns: raw {name} IFLA_MASTER (ifindexes as the host's) succeeds"), || {
+            unchanged(|| {
+                let (dev, bond) = (ns_ifindex(D)?, ns_ifindex(B)?);
+                let msg = LinkMsg::new(ty, 0, dev, Attrs::new().u32(IFLA_MASTER, bond));
+                in_netns(NS, || nl_done(&format!("{name} IFLA_MASTER in the netns"), send(&[msg])))?;
+                ns_enslaved(name, D)?;
+                in_netns(NS, || nl_done("RTM_SETLINK IFLA_MASTER 0 in the netns", send(&[set_master(dev, 0)])))?;
+                ns_released(name, D)
+            })
+        });
+    }
 
-    s.check("hostile A2: netns: SIOCBONDENSLAVE and BOND_ENSLAVE_OLD on a socket of that netns succeed", || {
-        unchanged(|| {
-            for (name, cmd) in [("SIOCBONDENSLAVE", SIOCBONDENSLAVE), ("BOND_ENSLAVE_OLD", BOND_ENSLAVE_OLD)] {
+    for (n, (name, cmd)) in
+        [("SIOCBONDENSLAVE", SIOCBONDENSLAVE), ("BOND_ENSLAVE_OLD", BOND_ENSLAVE_OLD)].into_iter().enumerate()
+    {
+        s.check(&format!("hostile A2.{n}: netns: {name} on a socket of that netns succeeds"), || {
+            unchanged(|| {
                 in_netns(NS, || done(&format!("{name} {B} {D} in the netns"), bond_ioctl(cmd, B, D)))?;
                 ns_enslaved(name, D)?;
                 in_netns(NS, || done("SIOCBONDRELEASE in the netns", bond_ioctl(SIOCBONDRELEASE, B, D)))?;
-                ns_released(name, D)?;
-            }
-            Ok(())
-        })
-    });
+                ns_released(name, D)
+            })
+        });
+    }
 
     s.check("hostile A3: netns: its sysfs bonding/slaves and mode (sysfs mounted by ip netns exec) succeed", || {
         unchanged(|| {
@@ -101,14 +112,28 @@ pub fn run(s: &mut Suite) {
         })
     });
 
-    s.check("hostile A4: netns: mode change via rtnetlink (by ifindex, by name, ip link) succeeds", || {
+    s.check("hostile A4.0: netns: IFLA_BOND_MODE 0 then 1 by ifindex (the host's bond's) succeeds", || {
         unchanged(|| {
             let bond = ns_ifindex(B)?;
             in_netns(NS, || nl_done("IFLA_BOND_MODE 0 by ifindex", send(&[bond_mode(bond, Attrs::new(), &[0])])))?;
             ensure!(ns_mode().starts_with("balance-rr"), "{NS}'s {B} mode {} after mode 0", ns_mode());
-            let by_name = bond_mode(0, Attrs::new().str(IFLA_IFNAME, B), &[1]);
-            in_netns(NS, || nl_done("IFLA_BOND_MODE 1 by IFLA_IFNAME", send(&[by_name])))?;
+            in_netns(NS, || nl_done("IFLA_BOND_MODE 1 by ifindex", send(&[bond_mode(bond, Attrs::new(), &[1])])))?;
             ensure!(ns_mode() == "active-backup 1", "{NS}'s {B} mode {} after mode 1", ns_mode());
+            Ok(())
+        })
+    });
+    s.check("hostile A4.1: netns: IFLA_BOND_MODE 2 then 1 by IFLA_IFNAME (the host's bond's name) succeeds", || {
+        unchanged(|| {
+            let by_name = |m| bond_mode(0, Attrs::new().str(IFLA_IFNAME, B), &[m]);
+            in_netns(NS, || nl_done("IFLA_BOND_MODE 2 by IFLA_IFNAME", send(&[by_name(2)])))?;
+            ensure!(ns_mode().starts_with("balance-xor"), "{NS}'s {B} mode {} after mode 2", ns_mode());
+            in_netns(NS, || nl_done("IFLA_BOND_MODE 1 by IFLA_IFNAME", send(&[by_name(1)])))?;
+            ensure!(ns_mode() == "active-backup 1", "{NS}'s {B} mode {} after mode 1", ns_mode());
+            Ok(())
+        })
+    });
+    s.check("hostile A4.2: netns: ip link set type bond mode succeeds", || {
+        unchanged(|| {
             let (ok, out) = sh_try(&format!("ip -n {NS} link set {B} type bond mode balance-xor"));
             ensure!(
                 ok && ns_mode().starts_with("balance-xor"),
@@ -116,6 +141,7 @@ pub fn run(s: &mut Suite) {
                 ns_mode()
             );
             sh(&format!("ip -n {NS} link set {B} type bond mode active-backup"))?;
+            ensure!(ns_mode() == "active-backup 1", "{NS}'s {B} mode {}", ns_mode());
             Ok(())
         })
     });
