@@ -7,10 +7,17 @@
 
 mod bench;
 mod enforce;
+mod hostile;
+mod hostile_io;
+mod hostile_ioctl;
+mod hostile_ns;
+mod hostile_rtnl;
+mod hostile_sysfs;
 mod lab;
 mod monitor;
 mod operate;
 mod pages;
+mod rtnl_raw;
 mod scenario;
 mod smartnic;
 mod suite;
@@ -52,13 +59,14 @@ fn main() -> ExitCode {
     let on = |group: &str| only.split(',').any(|p| group.contains(p));
     match mode.as_str() {
         "test" => {
-            let groups: [(&str, &Group); 6] = [
+            let groups: [(&str, &Group); 7] = [
                 ("scenario", &|s| scenario::run(&exabond, false, s)),
                 ("monitor", &|s| monitor::run(&exabond, s)),
                 ("enforce", &|s| enforce::run(&exabond, s)),
                 ("operate", &|s| operate::run(&exabond, s)),
                 ("pages", &|s| pages::run(&exabond, s)),
                 ("smartnic", &|s| smartnic::run(&exabond, s)),
+                ("hostile", &|s| hostile::run(&exabond, s)),
             ];
             for (name, group) in groups {
                 if on(name) {
