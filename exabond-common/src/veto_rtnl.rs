@@ -174,29 +174,51 @@ const EMPTY_MSG: LinkMsg = LinkMsg {
     after_identity_change: false,
 };
 
-/// Link messages judged in one buffer (more are refused).
-pub const MAX_LINK_MSGS: usize = 8;
-
-/// Working memory of [`judge`] (too large for the BPF stack: the eBPF side keeps it in a per-CPU map).
-pub struct Work {
-    /// A name in the sender's namespace, as the maps key it (`netns` set by the caller).
-    pub key: NameKey,
-    msgs: [LinkMsg; MAX_LINK_MSGS],
-}
-
-impl Work {
-    /// Working memory for a sender in namespace `netns`.
-    #[must_use]
-    pub const fn new(netns: u32) -> Self {
-        Self { key: NameKey::empty(netns), msgs: [EMPTY_MSG; MAX_LINK_MSGS] }
-    }
-}
+/// Link messages judged in one buffer (more are refused; a power of two).
+pub const MAX_LINK_MSGS: usize = 16;
 
 /// A mode change of a managed bond to judge after the walk.
 #[derive(Clone, Copy)]
 struct ModeCheck {
     bond: u32,
     linkinfo: Span,
+}
+
+/// Working memory of [`judge`]. The eBPF side keeps it in a per-CPU map: too large for the BPF stack,
+/// and what is recorded there is not tracked value by value by the verifier, which keeps its work
+/// linear in the number of steps instead of exponential in the flags.
+pub struct Work {
+    /// A name in the sender's namespace, as the maps key it (`netns` set by the caller).
+    pub key: NameKey,
+    msgs: [LinkMsg; MAX_LINK_MSGS],
+    checks: [Option<ModeCheck>; MAX_MODE_CHECKS],
+    changed: bool,
+    /// Link messages recorded so far (kept here rather than in a register, so that the verifier does not
+    /// follow each count as its own path).
+    count: usize,
+}
+
+impl Work {
+    /// The count, read from memory every time (a volatile load: the compiler must not keep it in a
+    /// register, where the verifier would follow each value as its own path).
+    #[inline(always)]
+    #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+    fn count(&self) -> usize {
+        // SAFETY: a plain field of a live reference.
+        unsafe { core::ptr::read_volatile(&raw const self.count) }
+    }
+
+    /// Working memory for a sender in namespace `netns`.
+    #[must_use]
+    pub const fn new(netns: u32) -> Self {
+        Self {
+            key: NameKey::empty(netns),
+            msgs: [EMPTY_MSG; MAX_LINK_MSGS],
+            checks: [None; MAX_MODE_CHECKS],
+            changed: false,
+            count: 0,
+        }
+    }
 }
 
 /// The verdict on one buffer of `len` bytes sent by `sender`: `None` = allow. `w.key.netns` is the
@@ -209,7 +231,6 @@ struct ModeCheck {
 /// [`Fault`] when the buffer cannot be read: the caller refuses (fail closed).
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
-#[expect(clippy::many_single_char_names, reason = "b(ytes), l(ookup), w(ork), n, i: a short state machine")]
 pub fn judge<B: Bytes, L: Lookup>(
     b: &B,
     len: u32,
@@ -217,23 +238,24 @@ pub fn judge<B: Bytes, L: Lookup>(
     lk: &L,
     w: &mut Work,
 ) -> Result<Option<Refusal>, Fault> {
-    let Some(n) = walk(b, len, w)? else {
+    if walk(b, len, w)?.is_none() {
         return Ok(refuse(VetoWhat::Unparseable, 0, 0, EOPNOTSUPP));
-    };
-    let mut checks: [Option<ModeCheck>; MAX_MODE_CHECKS] = [None; MAX_MODE_CHECKS];
+    }
+    w.checks = [None; MAX_MODE_CHECKS];
     let mut i = 0;
     while i < MAX_LINK_MSGS {
-        if i < n {
-            let m = w.msgs[i];
-            if let Some(r) = judge_link(b, &m, sender, lk, &mut w.key, &mut checks)? {
-                return Ok(Some(r));
-            }
+        if i >= w.count() {
+            break;
+        }
+        let m = w.msgs[i];
+        if let Some(r) = judge_link(b, &m, sender, lk, &mut w.key, &mut w.checks)? {
+            return Ok(Some(r));
         }
         i += 1;
     }
     let mut i = 0;
     while i < MAX_MODE_CHECKS {
-        if let Some(c) = checks[i] {
+        if let Some(c) = w.checks[i] {
             if let Some(r) = judge_mode(b, c)? {
                 return Ok(Some(r));
             }
@@ -253,10 +275,11 @@ fn walk<B: Bytes>(b: &B, len: u32, w: &mut Work) -> Result<Option<usize>, Fault>
     let mut msg_end: u32 = 0;
     let mut attr: u32 = 0;
     let mut in_msg = false;
-    let mut changed = false;
-    let mut n: usize = 0;
-    let mut m = EMPTY_MSG;
+    w.changed = false;
+    w.count = 0;
     for _ in 0..MAX_STEPS {
+        let n = w.count();
+        let k = n & (MAX_LINK_MSGS - 1);
         if !in_msg {
             if off.saturating_add(NLMSG_HDRLEN) > len {
                 return Ok(Some(n));
@@ -272,30 +295,29 @@ fn walk<B: Bytes>(b: &B, len: u32, w: &mut Work) -> Result<Option<usize>, Fault>
                 if n >= MAX_LINK_MSGS {
                     return Ok(None);
                 }
-                m = EMPTY_MSG;
+                let m = &mut w.msgs[k];
+                *m = EMPTY_MSG;
                 m.ty = h.ty;
                 m.flags = h.flags;
                 m.index = b.load(off + NLMSG_HDRLEN + 4)?;
-                m.after_identity_change = changed;
+                m.after_identity_change = w.changed;
                 attr = off + NLMSG_HDRLEN + IFINFOMSG_LEN;
                 in_msg = true;
             } else {
                 if request && h.ty == RTM_DELLINK {
-                    changed = true;
+                    w.changed = true;
                 }
                 off = next;
             }
             continue;
         }
         // In a link message: the next attribute, or the message's end (nla_ok).
-        let mut end_of_msg = attr.saturating_add(4) > msg_end;
-        if !end_of_msg {
+        if attr.saturating_add(4) <= msg_end {
             let a: NlAttr = b.load(attr)?;
             let alen = u32::from(a.len);
-            if alen < 4 || alen > msg_end - attr {
-                end_of_msg = true;
-            } else {
-                let payload = (attr + 4, alen - 4);
+            if alen >= 4 && alen <= msg_end - attr {
+                let payload = Some((attr + 4, alen - 4));
+                let m = &mut w.msgs[k];
                 match a.ty & NLA_TYPE_MASK {
                     IFLA_MASTER => {
                         if alen < 8 {
@@ -304,25 +326,25 @@ fn walk<B: Bytes>(b: &B, len: u32, w: &mut Work) -> Result<Option<usize>, Fault>
                             m.master = Some(b.load(attr + 4)?);
                         }
                     }
-                    IFLA_IFNAME => m.ifname = Some(payload),
-                    IFLA_ALT_IFNAME => m.altname = Some(payload),
-                    IFLA_LINKINFO => m.linkinfo = Some(payload),
+                    IFLA_IFNAME => m.ifname = payload,
+                    IFLA_ALT_IFNAME => m.altname = payload,
+                    IFLA_LINKINFO => m.linkinfo = payload,
                     IFLA_NET_NS_PID | IFLA_NET_NS_FD => m.moves = true,
                     IFLA_TARGET_NETNSID => m.target_ns = true,
                     _ => {}
                 }
                 attr += align4(alen);
+                continue;
             }
         }
-        if end_of_msg {
-            in_msg = false;
-            off = next;
-            w.msgs[n & (MAX_LINK_MSGS - 1)] = m;
-            n += 1;
-            let renames = m.ifname.is_some() && m.index > 0;
-            if m.moves || m.target_ns || renames || m.flags & NLM_F_CREATE != 0 {
-                changed = true;
-            }
+        // The message's end.
+        in_msg = false;
+        off = next;
+        w.count = n + 1;
+        let m = &w.msgs[k];
+        let renames = m.ifname.is_some() && m.index > 0;
+        if m.moves || m.target_ns || renames || m.flags & NLM_F_CREATE != 0 {
+            w.changed = true;
         }
     }
     Ok(None)

@@ -48,66 +48,133 @@ pub enum SlavesText {
     Bound,
 }
 
+/// Indices kept in memory between the scans. The eBPF side keeps this in a per-CPU map: a scan that
+/// returns the index where it stopped gives the verifier one path per index, and the next scan multiplies
+/// them; an index stored in map memory and loaded back is one unknown value again, so the paths merge.
+pub struct Scan {
+    v: [usize; 4],
+}
+
+impl Scan {
+    /// Zeroed.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { v: [0; 4] }
+    }
+
+    /// Store `value` in slot `slot` and load it back (volatile: the compiler must not keep the constant).
+    #[inline(always)]
+    #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+    fn keep(&mut self, slot: usize, value: usize) -> usize {
+        let p = &raw mut self.v[slot & 3];
+        // SAFETY: a field of a live exclusive reference.
+        unsafe {
+            core::ptr::write_volatile(p, value);
+            core::ptr::read_volatile(p)
+        }
+    }
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Where the written text ends within `buf`: (end, whether the kernel's text ends there). `count` is
 /// what the writer passed; `buf` holds its first bytes.
+///
+/// The scans below are loops with one early exit and no flags carried between iterations, so the eBPF
+/// verifier explores one path per exit point instead of one per combination of flags.
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 const fn text_end(buf: &[u8; TEXT_LEN], count: u64, newline_ends: bool) -> (usize, bool) {
     let mut i = 0;
-    let mut n: u64 = 0;
     while i < TEXT_LEN {
-        if n >= count {
-            return (i, true);
-        }
-        if buf[i] == 0 || (newline_ends && buf[i] == b'\n') {
+        let c = buf[i & (TEXT_LEN - 1)];
+        if i as u64 >= count || c == 0 || (newline_ends && c == b'\n') {
             return (i, true);
         }
         i += 1;
-        n += 1;
     }
-    (TEXT_LEN, count <= n)
+    (TEXT_LEN, count <= TEXT_LEN as u64)
+}
+
+/// The first index in `[from, end)` whose byte is (`space`) or is not (`!space`) a space; `end` if none.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+const fn find(buf: &[u8; TEXT_LEN], from: usize, end: usize, space: bool) -> usize {
+    let mut i = 0;
+    while i < TEXT_LEN {
+        if i >= end {
+            return end;
+        }
+        if i >= from && is_kspace(buf[i & (TEXT_LEN - 1)]) == space {
+            return i;
+        }
+        i += 1;
+    }
+    end
+}
+
+/// Whether `buf[s..s + 13]` is `active-backup`.
+#[inline(always)]
+const fn is_ab_at(buf: &[u8; TEXT_LEN], s: usize) -> bool {
+    const AB: &[u8; 13] = b"active-backup";
+    let mut k = 0;
+    while k < 13 {
+        if buf[(s + k) & (TEXT_LEN - 1)] != AB[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
+}
+
+/// Whether `buf[s..e]` (a word of at most [`TEXT_LEN`] bytes) is digits whose value, wrapping at 2^64 as
+/// the kernel's `%llu` does, is 1.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+const fn is_one_at(buf: &[u8; TEXT_LEN], s: usize, e: usize) -> bool {
+    let mut value: u64 = 0;
+    let mut i = 0;
+    while i < TEXT_LEN {
+        if i >= e {
+            break;
+        }
+        if i >= s {
+            // Masked: the index is in range anyway, and the mask keeps the compiler from leaving a bounds
+            // check (a panic path the verifier refuses) after it reshapes the loop.
+            let c = buf[i & (TEXT_LEN - 1)];
+            if !c.is_ascii_digit() {
+                return false;
+            }
+            value = value.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        }
+        i += 1;
+    }
+    value == 1
 }
 
 /// How the driver reads `buf` (the first bytes of a `count`-byte write) written to `bonding/mode`.
 #[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 #[must_use]
-pub const fn mode_text(buf: &[u8; TEXT_LEN], count: u64) -> ModeText {
-    const AB: &[u8; 13] = b"active-backup";
+pub fn mode_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> ModeText {
     let (end, ended) = text_end(buf, count, true);
-    // 0: before the first word, 1: in it, 2: after it.
-    let mut state = 0;
-    let mut len = 0;
-    let mut digits = true;
-    let mut value: u64 = 0;
-    let mut ab = true;
-    let mut i = 0;
-    while i < TEXT_LEN {
-        if i < end && state < 2 {
-            let c = buf[i];
-            if is_kspace(c) {
-                if state == 1 {
-                    state = 2;
-                }
-            } else {
-                state = 1;
-                digits = digits && c.is_ascii_digit();
-                value = value.wrapping_mul(10).wrapping_add((c.wrapping_sub(b'0')) as u64);
-                ab = ab && len < 13 && AB[if len < 13 { len } else { 0 }] == c;
-                len += 1;
-            }
-        }
-        i += 1;
-    }
-    if state == 0 {
+    let end = scan.keep(0, end);
+    let s = scan.keep(1, find(buf, 0, end, false));
+    if s >= end {
         // Blank: the driver rejects it; unless the text goes on past what was read.
         return if ended { ModeText::Other } else { ModeText::Bound };
     }
-    if state == 1 && !ended {
+    let e = scan.keep(2, find(buf, s, end, true));
+    if e >= end && !ended {
         return ModeText::Bound;
     }
     // A word of digits: the numeric reading (1 = active-backup) or, if something else follows, a name
     // that matches nothing; either way only 1 can mean active-backup.
-    if (digits && value == 1) || (!digits && ab && len == 13) {
+    if (e - s == 13 && is_ab_at(buf, s)) || is_one_at(buf, s, e) {
         ModeText::ActiveBackup
     } else {
         ModeText::Other
@@ -118,50 +185,35 @@ pub const fn mode_text(buf: &[u8; TEXT_LEN], count: u64) -> ModeText {
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 #[must_use]
-pub const fn slaves_text(buf: &[u8; TEXT_LEN], count: u64) -> SlavesText {
+pub fn slaves_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> SlavesText {
     let (end, ended) = text_end(buf, count, false);
+    let end = scan.keep(0, end);
+    let s = scan.keep(1, find(buf, 0, end, false));
+    if s >= end {
+        return if ended { SlavesText::NoEnslave } else { SlavesText::Bound };
+    }
+    if buf[s & (TEXT_LEN - 1)] != b'+' {
+        return SlavesText::NoEnslave; // "-name" releases; anything else the driver rejects
+    }
+    // "%16s": '+' and at most 15 characters; the rest of a longer word is not read.
+    let limit = if s + 16 < end { s + 16 } else { end };
+    let e = scan.keep(2, find(buf, s + 1, limit, true));
+    if e >= end && e < s + 16 && !ended {
+        return SlavesText::Bound;
+    }
+    if e <= s + 1 {
+        return SlavesText::NoEnslave; // "+" alone: the driver rejects it
+    }
     let mut name = [0u8; 16];
-    // 0: leading blanks, 1: saw '+', 2: word done, 3: not an enslave.
-    let mut state = 0;
-    let mut len = 0;
-    let mut i = 0;
-    while i < TEXT_LEN {
-        if i < end && (state == 0 || state == 1) {
-            let c = buf[i];
-            if state == 0 {
-                if !is_kspace(c) {
-                    state = if c == b'+' { 1 } else { 3 };
-                }
-            } else if is_kspace(c) {
-                state = 2;
-            } else {
-                name[if len < 15 { len } else { 15 }] = c;
-                len += 1;
-                if len == 15 {
-                    state = 2; // "%16s": '+' and 15 characters, the rest is not read
-                }
-            }
+    let mut k = 0;
+    while k < 15 {
+        if s + 1 + k >= e {
+            break;
         }
-        i += 1;
+        name[k] = buf[(s + 1 + k) & (TEXT_LEN - 1)];
+        k += 1;
     }
-    match state {
-        0 => {
-            if ended {
-                SlavesText::NoEnslave
-            } else {
-                SlavesText::Bound
-            }
-        }
-        1 if !ended => SlavesText::Bound,
-        1 | 2 => {
-            if len == 0 {
-                SlavesText::NoEnslave // "+" alone: the driver rejects it
-            } else {
-                SlavesText::Enslave(name)
-            }
-        }
-        _ => SlavesText::NoEnslave,
-    }
+    SlavesText::Enslave(name)
 }
 
 /// The names in a bonding ioctl's `struct ifreq` (its first 32 bytes: `ifr_name`, then `ifr_slave` in
@@ -210,12 +262,12 @@ mod tests {
 
     fn mode(s: &[u8]) -> ModeText {
         let (b, c) = buf(s);
-        mode_text(&b, c)
+        mode_text(&b, c, &mut Scan::new())
     }
 
     fn slaves(s: &[u8]) -> SlavesText {
         let (b, c) = buf(s);
-        slaves_text(&b, c)
+        slaves_text(&b, c, &mut Scan::new())
     }
 
     fn name(s: &str) -> IfName {

@@ -84,12 +84,12 @@ fn try_file_permission(ctx: &LsmContext) -> u32 {
     // SAFETY: the first TEXT_LEN bytes of a 2 * TEXT_LEN array.
     let data: &[u8; TEXT_LEN] = unsafe { &*scratch.text.as_ptr().cast::<[u8; TEXT_LEN]>() };
     match guard.kind {
-        FILE_MODE => match mode_text(data, count) {
+        FILE_MODE => match mode_text(data, count, &mut scratch.scan) {
             ModeText::ActiveBackup => 0,
             ModeText::Other => veto(VetoWhat::ModeSysfs, guard.bond_ifindex, 0, EOPNOTSUPP, first16(data)),
             ModeText::Bound => veto(VetoWhat::Unparseable, guard.bond_ifindex, 0, EOPNOTSUPP, first16(data)),
         },
-        FILE_SLAVES => match slaves_text(data, count) {
+        FILE_SLAVES => match slaves_text(data, count, &mut scratch.scan) {
             SlavesText::NoEnslave => 0,
             SlavesText::Bound => veto(VetoWhat::Unparseable, guard.bond_ifindex, 0, EOPNOTSUPP, first16(data)),
             SlavesText::Enslave(name) => {

@@ -64,6 +64,8 @@ pub struct Scratch {
     pub key: NameKey,
     /// The rtnetlink veto's working memory.
     pub rtnl: exabond_common::veto_rtnl::Work,
+    /// The sysfs text scans' indices.
+    pub scan: exabond_common::veto_text::Scan,
 }
 
 /// One [`Scratch`] per CPU (slot 0). Not pinned: it holds nothing between two program runs.
