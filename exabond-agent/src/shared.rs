@@ -5,6 +5,7 @@
 //! | pages, the last view of each managed bond, eBPF generations | [`Publisher`] | `publisher` lock |
 //! | member verdicts, the enforcement maps (managed bonds, guarded files, page guard inodes) | [`Enforcement`] | `enforcement` lock |
 //! | the forbidden set: devices never published as active | [`Enforcement`] computes it from its verdicts | the publisher's read-only copy (see below) |
+//! | bypass, resync and self-check counts, the degraded state | whoever repairs ([`Counters`]) | leaf locks and atomics |
 //! | veto counts | the eBPF event thread ([`VetoCounts::count`]) | `vetoes` lock (leaf) |
 //! | kernel event → page latencies | [`Shared::report`] of an eBPF failover | [`LatencyHistogram`]: atomics, no lock |
 //! | `SmartNIC` locations of members | [`Shared::locations`] | `smartnic` lock (leaf) |
@@ -48,6 +49,7 @@ use rtnetlink::Handle;
 
 use crate::agent_events::{AgentEvent, Bus, LatencyHistogram};
 use crate::bond_view::BondView;
+use crate::counters::Counters;
 use crate::enforcement::Enforcement;
 use crate::pi_mutex::{LockRank, PiMutex, PiMutexGuard};
 use crate::publisher::Publisher;
@@ -71,6 +73,8 @@ pub struct Shared {
     smartnic: PiMutex<SmartNicCache>,
     /// Vetoes counted per bond.
     pub vetoes: VetoCounts,
+    /// Bypasses, resyncs, self-check repairs and the degraded state.
+    pub counters: Counters,
     /// Kernel event → page latencies (eBPF failovers).
     pub latency: LatencyHistogram,
     /// Observers (`exabond watch`, the metrics endpoint); emitting takes no agent lock.
@@ -90,6 +94,7 @@ impl Shared {
             publisher: PiMutex::with_rank(publisher, PUBLISHER),
             smartnic: PiMutex::with_rank(SmartNicCache::default(), LEAF),
             vetoes: VetoCounts::default(),
+            counters: Counters::default(),
             latency: LatencyHistogram::default(),
             events: Bus::default(),
             handle,
