@@ -114,17 +114,34 @@ pub struct Repair {
     pub result: std::io::Result<()>,
 }
 
-/// Repair each bypass (sysfs writes under `/sys/class/net/<bond>/bonding`); call it with no agent lock
-/// held.
+/// Whether a bypass is still there now (sysfs): another task may have repaired it since the dump that
+/// showed it.
+fn still_there(b: &Bypass, sys: &Path) -> bool {
+    match b {
+        Bypass::Member { member, .. } => {
+            std::fs::read_to_string(sys.join("slaves")).is_ok_and(|s| s.split_whitespace().any(|m| m == member))
+        }
+        Bypass::Mode { .. } => std::fs::read_to_string(sys.join("mode"))
+            .is_ok_and(|m| m.split_whitespace().next() != Some("active-backup")),
+    }
+}
+
+/// Repair each bypass that is still there (sysfs writes under `/sys/class/net/<bond>/bonding`), one task
+/// at a time: the listener and the poll may both have seen it, it is repaired and counted once. Call it
+/// with no agent lock held.
 #[must_use]
-pub fn repair(found: Vec<Bypass>) -> Vec<Repair> {
+pub fn repair(shared: &Shared, found: Vec<Bypass>) -> Vec<Repair> {
+    let _one_at_a_time = shared.counters.repairing();
     found
         .into_iter()
-        .map(|bypass| {
+        .filter_map(|bypass| {
+            let sys = Path::new("/sys/class/net").join(bypass.bond()).join("bonding");
+            if !still_there(&bypass, &sys) {
+                return None;
+            }
             let (file, value) = bypass.repair_write();
-            let path = Path::new("/sys/class/net").join(bypass.bond()).join("bonding").join(file);
-            let result = std::fs::write(path, value);
-            Repair { bypass, result }
+            let result = std::fs::write(sys.join(file), value);
+            Some(Repair { bypass, result })
         })
         .collect()
 }

@@ -19,6 +19,8 @@ pub struct Counters {
     repairs: PiMutex<BTreeMap<&'static str, u64>>,
     /// Why enforcement is degraded (empty: it is not), from the last self-check.
     degraded: PiMutex<Vec<String>>,
+    /// Held while bypasses are repaired, so two tasks that saw the same one repair (and count) it once.
+    repairing: PiMutex<()>,
 }
 
 impl Default for Counters {
@@ -28,11 +30,17 @@ impl Default for Counters {
             resyncs: AtomicU64::new(0),
             repairs: PiMutex::with_rank(BTreeMap::new(), LEAF),
             degraded: PiMutex::with_rank(Vec::new(), LEAF),
+            repairing: PiMutex::with_rank((), LEAF),
         }
     }
 }
 
 impl Counters {
+    /// Serialise repairs of bypasses (a leaf: take no other lock while holding it).
+    pub fn repairing(&self) -> PiMutexGuard<'_, ()> {
+        self.repairing.lock()
+    }
+
     fn bypass_map(&self) -> PiMutexGuard<'_, BTreeMap<(String, &'static str), u64>> {
         self.bypasses.lock()
     }

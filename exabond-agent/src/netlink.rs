@@ -126,7 +126,7 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
             found
         };
         if !found.is_empty() {
-            bypass::report(shared, &bypass::repair(found), seen_by(source));
+            bypass::report(shared, &bypass::repair(shared, found), seen_by(source));
         }
         if !stale {
             return Ok(());

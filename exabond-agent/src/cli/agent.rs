@@ -306,7 +306,7 @@ async fn adopt_bonds(shared: &Shared, links: Vec<LinkMessage>, configured: &[Str
             .collect()
     };
     if !found.is_empty() {
-        bypass::report(shared, &bypass::repair(found), "start-up");
+        bypass::report(shared, &bypass::repair(shared, found), "start-up");
         links = netlink::dump_links(&shared.handle).await.context("rtnetlink link dump after the repairs")?;
         netlink::sync_verdicts(shared, &links);
     }
