@@ -25,11 +25,13 @@
 //!
 //! 1. `enforcement` ([`ENFORCEMENT`])
 //! 2. `publisher` ([`PUBLISHER`])
-//! 3. a leaf ([`LEAF`]): `vetoes`, `smartnic`, the MAC pitfall list. Nothing else is taken while one is held.
+//! 3. a leaf ([`LEAF`]): `vetoes`, `smartnic`, the MAC pitfall list, the [`Counters`] (and their `repairing`
+//!    lock, held while bypasses are repaired). Nothing else is taken while one is held.
 //!
 //! Places that hold both `enforcement` and `publisher`, in that order: `manage::manage_from`,
 //! `manage::unmanage`, [`Shared::change_verdicts`] (`netlink::sync_verdicts`, `netlink::note`),
-//! `netlink::refresh` (the page guard following retired pages), `page_watch::verify` and
+//! `netlink::refresh` (the page guard following retired pages), `page_watch::verify`,
+//! `self_check::check_once` (the map audit) and
 //! `cli::agent::adopt_bonds` (the page guard at start-up). The eBPF event waiters (`event_loop`) take their
 //! ring buffer's turn lock (a `std` mutex only they use) and, under it, the publisher lock or `vetoes`, one
 //! at a time; never `enforcement`, so a real-time waiter only ever waits for a publisher critical section.
