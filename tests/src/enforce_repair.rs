@@ -84,6 +84,12 @@ impl Drop for Watch {
 /// BPF LSM boot, with `agent` managing ebond and erenx: the self-check.
 pub fn self_check(exabond: &Path, agent: &Agent, s: &mut Suite) {
     s.check("self-check: a removed link pin is re-pinned within seconds, the veto never lapses", || {
+        // Nothing was touched yet: the self-check must not have "repaired" anything (no false alarm).
+        let log = agent.log_text();
+        ensure!(
+            !log.contains("SELF-CHECK REPAIR") && !log.contains("DEGRADED"),
+            "self-check before any tampering:\n{log}"
+        );
         let pin = format!("{PIN_DIR}/link-file_permission");
         std::fs::remove_file(&pin).with_context(|| format!("rm {pin}"))?;
         let t = Instant::now();
@@ -313,7 +319,10 @@ pub fn restart_and_resync_nolsm(exabond: &Path, mut agent: Agent, s: &mut Suite)
                 "E2E resync: {} resynchronisation(s) for {N} creations and {N} deletions",
                 status(exabond)?["netlink_resyncs"]
             );
-            ensure!(a.log_text().matches("BYPASS").count() == 2, "unexpected bypasses:\n{}", a.log_text());
+            let log = a.log_text();
+            ensure!(log.matches("BYPASS").count() == 2, "unexpected bypasses:\n{log}");
+            // The map audit ran through the whole burst: it must have found nothing to put right.
+            ensure!(!log.contains("SELF-CHECK REPAIR"), "false self-check repairs during the burst:\n{log}");
             Ok(())
         },
     );
