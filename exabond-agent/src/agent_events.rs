@@ -107,6 +107,39 @@ pub enum AgentEvent {
         /// What was done.
         action: String,
     },
+    /// A forbidden member or mode was found on a managed bond (it got past the vetoes, or there are none)
+    /// and repaired.
+    Bypass {
+        /// Bond.
+        bond: String,
+        /// `member` or `mode`.
+        kind: &'static str,
+        /// The member, or the mode found.
+        detail: String,
+        /// How it was seen (`rtnetlink`, `poll`, `start-up`, `resync`).
+        seen_by: &'static str,
+        /// `repaired` or why the repair failed.
+        outcome: String,
+    },
+    /// rtnetlink notifications were lost (receive buffer overrun): everything was re-read from a full dump.
+    Resync {
+        /// Devices in the dump.
+        devices: usize,
+    },
+    /// The self-check found a pin missing or replaced, or a map entry changed behind the agent's back.
+    SelfCheck {
+        /// What was wrong (a pin path, a map and key).
+        what: String,
+        /// What was done (`re-pinned`, `rewritten`, or why it could not be).
+        action: String,
+    },
+    /// Enforcement became degraded (something the self-check cannot repair) or healthy again.
+    Enforcement {
+        /// `degraded` or `ok`.
+        state: &'static str,
+        /// Why it is degraded (empty when ok).
+        reasons: Vec<String>,
+    },
     /// A managed bond keeps the MAC address of a device that has left it.
     MacPitfall {
         /// Bond.

@@ -81,8 +81,7 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         vm_area_struct_vm_file: member_offset(&vmlinux, "vm_area_struct", "vm_file")?,
         inode_setattr_dentry_arg: page_hook_args(&vmlinux)?,
         // `possible_net_t` is `struct { struct net *net; }`: its one member is at 0.
-        sock_net: member_offset(&vmlinux, "sock", "__sk_common")?
-            + member_offset(&vmlinux, "sock_common", "skc_net")?,
+        sock_net: member_offset(&vmlinux, "sock", "__sk_common")? + member_offset(&vmlinux, "sock_common", "skc_net")?,
         net_ns_inum: member_offset(&vmlinux, "net", "ns")? + member_offset(&vmlinux, "ns_common", "inum")?,
         net_device_nd_net: member_offset(&vmlinux, "net_device", "nd_net")?,
         file_private_data: member_offset(&vmlinux, "file", "private_data")?,

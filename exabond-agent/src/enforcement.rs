@@ -11,6 +11,8 @@ use aya::maps::MapError;
 use exabond_common::policy_maps::{DevKey, GuardedFile, NameKey, PageInode, FILE_MODE, FILE_SLAVES};
 use netlink_packet_route::link::LinkMessage;
 
+mod audit;
+
 use crate::bond_view::{self, BondView};
 use crate::ebpf_loader::EnforcementMaps;
 use crate::policy::{DeviceInfo, MemberPolicy, Verdict};
@@ -36,19 +38,25 @@ impl Mode {
     }
 }
 
-/// The devices the member policy refuses, which are never published as the active slave (their ifindexes).
+/// The devices never published as the active slave: those the member policy refuses and, once the
+/// verdicts of a full dump are known, every device without a verdict yet (created an instant ago, not yet
+/// judged: it may be enslaved behind the veto's back before its notification is read).
 ///
 /// Computed by [`Enforcement`] alone, from its verdicts; only this module builds a non-empty one. The
 /// publisher keeps a read-only copy, replaced whole (an `Arc` swap) by `Shared::change_verdicts` under the
 /// enforcement lock, so the eBPF event thread checks it holding the publisher lock only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ForbiddenSet(Arc<BTreeSet<u32>>);
+pub struct ForbiddenSet {
+    refused: Arc<BTreeSet<u32>>,
+    /// The devices with a verdict; `None` (the default) until the first full dump was judged.
+    judged: Option<Arc<BTreeSet<u32>>>,
+}
 
 impl ForbiddenSet {
-    /// Whether device `ifindex` is refused.
+    /// Whether device `ifindex` is refused, or not judged yet (0, "no device", never is).
     #[must_use]
     pub fn contains(&self, ifindex: u32) -> bool {
-        self.0.contains(&ifindex)
+        self.refused.contains(&ifindex) || (ifindex != 0 && self.judged.as_ref().is_some_and(|j| !j.contains(&ifindex)))
     }
 }
 
@@ -80,7 +88,6 @@ struct LinkEntry {
     verdict: Verdict,
 }
 
-
 /// The policy state and the maps that carry it to the kernel.
 pub struct Enforcement {
     maps: Option<EnforcementMaps>,
@@ -91,7 +98,9 @@ pub struct Enforcement {
     links: BTreeMap<u32, LinkEntry>,
     managed: BTreeMap<u32, String>,
     /// The forbidden set last handed out by [`Enforcement::forbidden_update`].
-    forbidden_handed: BTreeSet<u32>,
+    forbidden_handed: ForbiddenSet,
+    /// A full dump was judged ([`Enforcement::sync_all`]): devices without a verdict are forbidden.
+    judged_all: bool,
     /// How vetoes are enforced.
     pub mode: Mode,
 }
@@ -142,7 +151,8 @@ impl Enforcement {
             policy,
             links: BTreeMap::new(),
             managed: BTreeMap::new(),
-            forbidden_handed: BTreeSet::new(),
+            forbidden_handed: ForbiddenSet::default(),
+            judged_all: false,
             mode,
         }
     }
@@ -250,6 +260,7 @@ impl Enforcement {
     /// Resynchronise every verdict with a full link dump (start-up; drops entries of vanished devices,
     /// and any entry of another namespace, which this agent never wrote for itself).
     pub fn sync_all(&mut self, links: &[LinkMessage]) {
+        self.judged_all = true;
         let present: BTreeSet<u32> = links.iter().map(|l| l.header.index).collect();
         for l in links {
             self.sync_link(l);
@@ -259,8 +270,11 @@ impl Enforcement {
             self.remove_link(i);
         }
         let netns = self.netns;
-        let names: BTreeSet<NameKey> =
-            self.links.values().flat_map(|e| e.names.iter().filter_map(|n| NameKey::new(netns, n.as_bytes()))).collect();
+        let names: BTreeSet<NameKey> = self
+            .links
+            .values()
+            .flat_map(|e| e.names.iter().filter_map(|n| NameKey::new(netns, n.as_bytes())))
+            .collect();
         if let Some(m) = self.maps.as_mut() {
             let stale: Vec<DevKey> = m
                 .verdict_by_ifindex
@@ -433,49 +447,17 @@ impl Enforcement {
         }
     }
 
-    /// Detect-and-revert: for a managed bond without the LSM veto, restore the mode and release refused
-    /// members. Returns what was done, for the log.
-    pub fn revert(&self, view: &BondView) -> Vec<String> {
-        let mut done = Vec::new();
-        if self.mode != Mode::DetectAndRevert || !self.managed.contains_key(&view.ifindex) {
-            return done;
-        }
-        let sys = Path::new("/sys/class/net").join(&view.name).join("bonding");
-        for s in &view.slaves {
-            let refused = match self.verdict(s.ifindex) {
-                Some(Verdict::Allowed) => false,
-                Some(_) => true,
-                None => self.policy.verdict(&Self::device_info(&s.name, &s.kind)) != Verdict::Allowed,
-            };
-            if refused {
-                let r = std::fs::write(sys.join("slaves"), format!("-{}", s.name));
-                done.push(format!(
-                    "released refused member {} ({})",
-                    s.name,
-                    r.map_or_else(|e| e.to_string(), |()| "ok".into())
-                ));
-            }
-        }
-        if view.mode != netlink_packet_route::link::BondMode::ActiveBackup {
-            let r = std::fs::write(sys.join("mode"), "active-backup");
-            done.push(format!(
-                "restored mode active-backup (was {}): {}",
-                crate::policy::mode_name(view.mode),
-                r.map_or_else(|e| e.to_string(), |()| "ok".into())
-            ));
-        }
-        done
-    }
-
     /// The name of managed bond `ifindex`.
     #[must_use]
     pub fn bond_name(&self, ifindex: u32) -> Option<&str> {
         self.managed.get(&ifindex).map(String::as_str)
     }
 
-    /// The devices the verdicts refuse (a device without a verdict yet is not one of them).
-    fn forbidden(&self) -> BTreeSet<u32> {
-        self.links.iter().filter(|(_, e)| e.verdict != Verdict::Allowed).map(|(&i, _)| i).collect()
+    /// The devices the verdicts refuse, and the judged ones once a full dump was.
+    fn forbidden(&self) -> ForbiddenSet {
+        let refused = self.links.iter().filter(|(_, e)| e.verdict != Verdict::Allowed).map(|(&i, _)| i).collect();
+        let judged = self.judged_all.then(|| Arc::new(self.links.keys().copied().collect()));
+        ForbiddenSet { refused: Arc::new(refused), judged }
     }
 
     /// The forbidden set, if it changed since it was last handed out (the first call hands out any
@@ -486,8 +468,8 @@ impl Enforcement {
         if now == self.forbidden_handed {
             return None;
         }
-        self.forbidden_handed.clone_from(&now);
-        Some(ForbiddenSet(Arc::new(now)))
+        self.forbidden_handed = now.clone();
+        Some(now)
     }
 }
 
@@ -509,16 +491,36 @@ mod tests {
         // No such devices on the host: no driver, so refused by the default policy.
         let mut e = Enforcement::new(None, MemberPolicy::new(&[]), Mode::DetectAndRevert);
         assert_eq!(e.forbidden_update(), None, "nothing known, nothing to hand out");
+        e.sync_link(&link(900_001, "exb-test-a"));
+        let set = e.forbidden_update().expect("a new set");
+        assert!(set.contains(900_001) && !set.contains(900_002), "before a full dump, unjudged is not forbidden");
         e.sync_all(&[link(900_001, "exb-test-a"), link(900_002, "exb-test-b")]);
         let set = e.forbidden_update().expect("a new set");
-        assert!(set.contains(900_001) && set.contains(900_002) && !set.contains(1));
+        assert!(set.contains(900_001) && set.contains(900_002));
+        assert!(set.contains(900_003), "after a full dump, a device without a verdict yet is forbidden");
+        assert!(!set.contains(0), "no device is not a forbidden one");
         e.sync_link(&link(900_002, "exb-test-b"));
         assert_eq!(e.forbidden_update(), None, "unchanged: not handed out again");
         e.remove_link(900_001);
         let set = e.forbidden_update().expect("changed");
-        assert!(!set.contains(900_001) && set.contains(900_002));
+        assert!(!set.refused.contains(&900_001) && set.contains(900_002));
+        assert!(set.contains(900_001), "gone, so without a verdict: still never published");
         e.sync_all(&[]);
-        assert!(!e.forbidden_update().expect("emptied").contains(900_002));
+        let set = e.forbidden_update().expect("emptied");
+        assert_eq!(set.refused.len(), 0, "no refused device left");
+        assert!(set.contains(900_002), "gone, so unjudged: still never published");
+    }
+
+    #[test]
+    fn judged_and_allowed_is_not_forbidden() {
+        // A policy that allows devices whose driver cannot be read (these names do not exist on the host).
+        let mut e = Enforcement::new(None, MemberPolicy::new(&[String::new()]), Mode::LsmVeto);
+        e.sync_all(&[link(900_001, "exb-test-a")]);
+        let set = e.forbidden_update().expect("a new set: judged devices");
+        assert!(!set.contains(900_001), "judged and allowed");
+        assert!(set.contains(900_002), "not judged yet");
+        e.sync_link(&link(900_002, "exb-test-b"));
+        assert!(!e.forbidden_update().expect("900_002 judged").contains(900_002));
     }
 
     #[test]

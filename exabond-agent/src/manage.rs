@@ -138,12 +138,21 @@ pub fn status(shared: &Shared) -> String {
     let bonds: Vec<serde_json::Value> = managed
         .into_iter()
         .map(|(name, ifindex)| {
-            serde_json::json!({ "bond": name, "ifindex": ifindex, "vetoes": shared.vetoes.get(ifindex) })
+            serde_json::json!({
+                "bond": name,
+                "ifindex": ifindex,
+                "vetoes": shared.vetoes.get(ifindex),
+                "bypasses": shared.counters.bypasses_of(&name),
+            })
         })
         .collect();
+    let degraded = shared.counters.degraded();
     serde_json::json!({
         "agent_pid": std::process::id(),
         "enforcement": mode,
+        "degraded": !degraded.is_empty(),
+        "degraded_reasons": degraded,
+        "netlink_resyncs": shared.counters.resyncs(),
         "member_drivers": drivers,
         "page_dir": shared.page_dir,
         "bonds": bonds,

@@ -13,6 +13,10 @@
 //! | `exabond_agent_heartbeat_age_seconds` | gauge | `bond` | age of the page's heartbeat (a few poll periods at most while the agent is healthy) |
 //! | `exabond_managed_bonds` | gauge | — | number of managed bonds |
 //! | `exabond_enforcement_lsm` | gauge | — | 1 if the BPF LSM vetoes are attached, 0 in detect-and-revert mode |
+//! | `exabond_bypasses_total` | counter | `bond`, `kind` | a forbidden member (`member`) or mode (`mode`) found on a managed bond and repaired: it got past the vetoes (or there are none) |
+//! | `exabond_netlink_resyncs_total` | counter | — | full resynchronisations after rtnetlink notifications were lost (receive buffer overrun) |
+//! | `exabond_self_check_repairs_total` | counter | `what` | pins re-pinned (`pin`) and map entries rewritten (`map`) by the self-check |
+//! | `exabond_enforcement_degraded` | gauge | — | 1 while the self-check finds something it cannot repair (see `exabond status`), else 0 |
 //! | `exabond_mac_pitfalls` | gauge | `bond` | devices outside the bond that own its MAC (see `mac_pitfall`); 0 is healthy |
 
 use std::net::SocketAddr;
@@ -68,6 +72,14 @@ pub struct Sample {
     pub latency: ([u64; LATENCY_BUCKETS_US.len()], u64, u64),
     /// BPF LSM vetoes attached.
     pub lsm: bool,
+    /// Bypasses by (bond, kind).
+    pub bypasses: Vec<((String, &'static str), u64)>,
+    /// rtnetlink resynchronisations.
+    pub resyncs: u64,
+    /// Self-check repairs by what.
+    pub repairs: Vec<(&'static str, u64)>,
+    /// Enforcement degraded.
+    pub degraded: bool,
 }
 
 impl Sample {
@@ -97,7 +109,16 @@ impl Sample {
             })
             .collect();
         let latency = shared.latency.snapshot();
-        Self { bonds, latency, lsm }
+        let c = &shared.counters;
+        Self {
+            bonds,
+            latency,
+            lsm,
+            bypasses: c.bypasses(),
+            resyncs: c.resyncs(),
+            repairs: c.repairs(),
+            degraded: !c.degraded().is_empty(),
+        }
     }
 
     /// The `OpenMetrics` text.
@@ -115,6 +136,46 @@ impl Sample {
 
 fn bond_label(b: &BondSample) -> Vec<(&'static str, String)> {
     vec![("bond", b.bond.clone())]
+}
+
+impl Sample {
+    /// The counters of what enforcement repaired, and the degraded gauge.
+    fn encode_repairs(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "exabond_bypasses",
+            "Forbidden members and modes found on a managed bond and repaired (they got past the vetoes).",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((bond, kind), n) in &self.bypasses {
+            let labels = vec![("bond", bond.clone()), ("kind", (*kind).to_owned())];
+            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        }
+        let m = enc.encode_descriptor(
+            "exabond_netlink_resyncs",
+            "Full resynchronisations after rtnetlink notifications were lost (receive buffer overrun).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.resyncs).encode(m)?;
+        let mut m = enc.encode_descriptor(
+            "exabond_self_check_repairs",
+            "Pins re-pinned and map entries rewritten by the enforcement self-check.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (what, n) in &self.repairs {
+            ConstCounter::new(*n).encode(m.encode_family(&vec![("what", (*what).to_owned())])?)?;
+        }
+        let m = enc.encode_descriptor(
+            "exabond_enforcement_degraded",
+            "1 while the self-check finds something it cannot repair (see exabond status), else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.degraded)).encode(m)?;
+        Ok(())
+    }
 }
 
 impl prometheus_client::collector::Collector for Sample {
@@ -195,6 +256,7 @@ impl prometheus_client::collector::Collector for Sample {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(self.lsm)).encode(m)?;
+        self.encode_repairs(&mut enc)?;
         let mut m = enc.encode_descriptor(
             "exabond_mac_pitfalls",
             "Devices outside the bond that own the bond's MAC address (0 is healthy).",
@@ -318,6 +380,10 @@ mod tests {
             }],
             latency: Sample::default().latency,
             lsm: true,
+            bypasses: vec![(("bond0".into(), "member"), 4)],
+            resyncs: 2,
+            repairs: vec![("pin", 1)],
+            degraded: true,
         }
     }
 
@@ -347,6 +413,10 @@ mod tests {
             "exabond_managed_bonds 1",
             "exabond_enforcement_lsm 1",
             "exabond_mac_pitfalls{bond=\"bond0\"} 1",
+            "exabond_bypasses_total{bond=\"bond0\",kind=\"member\"} 4",
+            "exabond_netlink_resyncs_total 2",
+            "exabond_self_check_repairs_total{what=\"pin\"} 1",
+            "exabond_enforcement_degraded 1",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
@@ -365,6 +435,8 @@ mod tests {
         let text = Sample::default().encode();
         assert!(text.contains("exabond_managed_bonds 0\n"), "{text}");
         assert!(text.contains("exabond_enforcement_lsm 0\n"), "{text}");
+        assert!(text.contains("exabond_enforcement_degraded 0\n"), "{text}");
+        assert!(text.contains("exabond_netlink_resyncs_total 0\n"), "{text}");
         assert!(text.contains("exabond_page_update_latency_seconds_bucket{le=\"+Inf\"} 0\n"), "{text}");
     }
 

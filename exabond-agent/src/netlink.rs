@@ -7,8 +7,9 @@ use std::time::Duration;
 use futures::TryStreamExt as _;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use rtnetlink::Handle;
+use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use exabond_common::page::ChangeSource;
@@ -16,6 +17,7 @@ use exabond_common::page::ChangeSource;
 use crate::active_check::ActiveFiles;
 use crate::agent_events::AgentEvent;
 use crate::bond_view::{controller, BondView};
+use crate::bypass;
 use crate::publisher::ViewOutcome;
 use crate::report::Notes;
 use crate::shared::Shared;
@@ -45,8 +47,29 @@ pub fn sync_verdicts(shared: &Shared, links: &[LinkMessage]) {
     shared.change_verdicts(|enf| enf.sync_all(links));
 }
 
+/// Judge the devices of `links` that have no verdict yet, or a verdict under another name.
+fn judge_unknown(shared: &Shared, links: &[LinkMessage]) {
+    let unknown: Vec<&LinkMessage> = {
+        let enf = shared.enforcement();
+        links.iter().filter(|l| enf.verdict(l.header.index).is_none()).collect()
+    };
+    if !unknown.is_empty() {
+        shared.change_verdicts(|enf| unknown.into_iter().for_each(|l| enf.sync_link(l)));
+    }
+}
+
+/// How a refresh credited to `source` saw what it found, for the bypass reports.
+const fn seen_by(source: ChangeSource) -> &'static str {
+    match source {
+        ChangeSource::Poll => "poll",
+        ChangeSource::Manage => "start-up",
+        _ => "rtnetlink",
+    }
+}
+
 /// Re-read every managed bond and publish what changed, crediting `source`. Retries a dump that may
-/// predate an eBPF event already on the page. Without the BPF LSM, reverts forbidden changes it sees.
+/// predate an eBPF event already on the page. In every enforcement mode, repairs forbidden members and
+/// modes it finds on a managed bond (see `bypass.rs`).
 ///
 /// # Errors
 /// The rtnetlink error.
@@ -61,6 +84,9 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
         }
         let dump_ns = exabond_common::clock::monotonic_ns();
         let links = dump_links(&shared.handle).await?;
+        // Every device in the dump has a verdict before a view is published: a member enslaved before its
+        // own notification was read is judged here (until then the forbidden set keeps it off the pages).
+        judge_unknown(shared, &links);
         let bonds: Vec<(u32, u64, Option<BondView>)> =
             gens.into_iter().map(|(ifindex, gen)| (ifindex, gen, BondView::from_links(ifindex, &links))).collect();
         let locs = shared.locations(bonds.iter().filter_map(|(_, _, v)| v.as_ref()));
@@ -83,8 +109,7 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
             }
         }
         shared.report(notes);
-        let mut reverts = Vec::new();
-        {
+        let found = {
             // Lock order: enforcement, then publisher.
             let mut enf = shared.enforcement();
             if !gone.is_empty() {
@@ -93,14 +118,15 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
                 }
                 enf.sync_pages(&shared.publisher().page_inodes());
             }
+            let mut found = Vec::new();
             for v in &views {
                 enf.rename_bond(v.ifindex, &v.name);
-                reverts.extend(enf.revert(v).into_iter().map(|action| (v.name.clone(), action)));
+                found.extend(bypass::find_managed(&enf, v));
             }
-        }
-        for (bond, action) in reverts {
-            tracing::warn!(bond = %bond, "detect-and-revert: {action}");
-            shared.emit(AgentEvent::Revert { bond, action });
+            found
+        };
+        if !found.is_empty() {
+            bypass::report(shared, &bypass::repair(shared, found), seen_by(source));
         }
         if !stale {
             return Ok(());
@@ -110,38 +136,199 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
     Ok(())
 }
 
-/// One rtnetlink notification, as the multicast connection delivers it.
-pub type Notification = (NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr);
+/// The receive buffer asked for the listener's socket (with `SO_RCVBUFFORCE`, so above `rmem_max`): room
+/// for a burst of several thousand link notifications while the agent is busy.
+pub const LISTENER_RCVBUF: usize = 8 << 20;
+/// The largest datagram read at once; a longer one (never seen for link notifications) counts as lost.
+const DATAGRAM_MAX: usize = 64 << 10;
+
+/// The socket of the rtnetlink listener: `NETLINK_ROUTE` subscribed to `RTNLGRP_LINK`, non-blocking, read
+/// by [`listen`]. Opened before the initial dump, so nothing between that dump and the listener is missed.
+pub struct LinkSocket(AsyncFd<netlink_sys::Socket>);
+
+impl LinkSocket {
+    /// Open and subscribe; `rcvbuf` replaces [`LISTENER_RCVBUF`] (the e2e suite shrinks it to provoke an
+    /// overrun).
+    ///
+    /// # Errors
+    /// The socket cannot be created, bound or subscribed.
+    pub fn open(rcvbuf: Option<usize>) -> std::io::Result<Self> {
+        let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+        sock.bind(&netlink_sys::SocketAddr::new(0, 0))?;
+        sock.add_membership(libc::RTNLGRP_LINK)?;
+        sock.set_non_blocking(true)?;
+        let size = rcvbuf.unwrap_or(LISTENER_RCVBUF);
+        if let Err(e) = set_rcvbuf(&sock, size, rcvbuf.is_none()) {
+            tracing::warn!(
+                "rtnetlink listener: cannot set its receive buffer to {size} bytes ({e}); a burst of link changes \
+                 may overrun it (then the agent resynchronises)"
+            );
+        }
+        // SAFETY: the socket owns its descriptor and moves into the AsyncFd, which it outlives nowhere.
+        Ok(Self(unsafe { AsyncFd::register(sock) }?))
+    }
+}
+
+/// `SO_RCVBUFFORCE` (needs `CAP_NET_ADMIN`; above `net.core.rmem_max`) when `force`, else `SO_RCVBUF`.
+fn set_rcvbuf(sock: &netlink_sys::Socket, size: usize, force: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    let opt = if force { libc::SO_RCVBUFFORCE } else { libc::SO_RCVBUF };
+    // SAFETY: a valid socket fd and a c_int option value of the right length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const v).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One read of the listener's socket, classified.
+#[derive(Debug)]
+enum Received {
+    /// A datagram of this length.
+    Data(usize),
+    /// Notifications were lost: the kernel said ENOBUFS (receive buffer overrun), or a datagram did not
+    /// fit.
+    Lost,
+    /// Nothing more to read now.
+    Drained,
+    /// Another error.
+    Failed(std::io::Error),
+}
+
+fn classify(r: std::io::Result<usize>) -> Received {
+    match r {
+        Ok(n) if n > DATAGRAM_MAX => Received::Lost,
+        Ok(n) => Received::Data(n),
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Received::Lost,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Received::Drained,
+        Err(e) => Received::Failed(e),
+    }
+}
+
+/// What one burst of reads calls for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Burst {
+    /// A notification concerned a managed bond.
+    relevant: bool,
+    /// Notifications were lost.
+    lost: bool,
+}
+
+/// What the listener does after a burst.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// Nothing concerned a managed bond.
+    Nothing,
+    /// Re-read the managed bonds.
+    Refresh,
+    /// Notifications were lost: re-judge every device from a full dump, then re-read the managed bonds.
+    Resync,
+}
+
+impl Burst {
+    const fn action(&self) -> Action {
+        if self.lost {
+            Action::Resync
+        } else if self.relevant {
+            Action::Refresh
+        } else {
+            Action::Nothing
+        }
+    }
+}
 
 /// Listen to `RTNLGRP_LINK` notifications: every device's verdict follows its changes, and each burst that
 /// concerns a managed bond (the bond, a member, a device naming it as master) triggers one refresh
-/// credited to netlink.
-pub async fn listen(
-    shared: Arc<Shared>,
-    mut messages: futures::channel::mpsc::UnboundedReceiver<Notification>,
-    cancel: CancellationToken,
-) {
-    use futures::StreamExt as _;
+/// credited to netlink. A receive buffer overrun (ENOBUFS: notifications lost) is logged and followed by a
+/// resynchronisation from a full dump ([`resync`]).
+pub async fn listen(shared: Arc<Shared>, sock: LinkSocket, cancel: CancellationToken) {
+    let mut buf: Vec<u8> = Vec::with_capacity(DATAGRAM_MAX);
     loop {
-        let first = tokio::select! {
+        let guard = tokio::select! {
             () = cancel.cancelled() => return,
-            m = messages.next() => m,
+            g = sock.0.readable() => g,
         };
-        let Some(first) = first else {
-            tracing::error!("rtnetlink notification stream ended; the poll backstop continues");
-            return;
+        let mut guard = match guard {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("rtnetlink listener: {e}; the poll backstop continues");
+                return;
+            }
         };
-        let mut relevant = note(&shared, &first.0);
-        // Coalesce a burst (a failover raises several notifications).
-        while let Ok(m) = messages.try_recv() {
-            relevant |= note(&shared, &m.0);
-        }
-        if relevant {
-            if let Err(e) = refresh(&shared, ChangeSource::Netlink).await {
-                tracing::warn!("rtnetlink refresh failed: {e}");
+        // Drain what is there (a failover raises several notifications), then act once.
+        let mut burst = Burst::default();
+        loop {
+            buf.clear();
+            let r = match guard.try_io(|s| s.get_ref().recv(&mut buf, libc::MSG_TRUNC)) {
+                Ok(r) => r,
+                Err(_would_block) => break,
+            };
+            match classify(r) {
+                Received::Data(n) => burst.relevant |= note_datagram(&shared, &buf[..n]),
+                Received::Lost => burst.lost = true,
+                Received::Drained => break,
+                Received::Failed(e) => {
+                    tracing::error!("rtnetlink listener: recv: {e}; the poll backstop continues");
+                    return;
+                }
             }
         }
+        drop(guard);
+        let r = match burst.action() {
+            Action::Nothing => Ok(()),
+            Action::Refresh => refresh(&shared, ChangeSource::Netlink).await,
+            Action::Resync => {
+                tracing::warn!(
+                    "rtnetlink notifications were LOST (receive buffer overrun, ENOBUFS): resynchronising every \
+                     device and managed bond from a full link dump"
+                );
+                resync(&shared).await
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!("rtnetlink refresh failed: {e}");
+        }
     }
+}
+
+/// After lost notifications: every verdict from a full dump (devices created, renamed or deleted meanwhile),
+/// then every managed bond re-read (reverting what got past the vetoes). Logged and counted.
+///
+/// # Errors
+/// The rtnetlink error.
+pub async fn resync(shared: &Shared) -> Result<(), rtnetlink::Error> {
+    let links = dump_links(&shared.handle).await?;
+    sync_verdicts(shared, &links);
+    shared.counters.count_resync();
+    tracing::warn!(devices = links.len(), "rtnetlink resynchronised: verdicts of {} devices re-judged", links.len());
+    shared.emit(AgentEvent::Resync { devices: links.len() });
+    refresh(shared, ChangeSource::Netlink).await
+}
+
+/// Track the notifications of one datagram; true if one concerns a managed bond.
+fn note_datagram(shared: &Shared, mut data: &[u8]) -> bool {
+    let mut relevant = false;
+    while !data.is_empty() {
+        let Ok(len) = NetlinkBuffer::new_checked(data).map(|b| b.length() as usize) else { break };
+        let end = len.min(data.len());
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..end]) {
+            Ok(m) => relevant |= note(shared, &m),
+            Err(e) => tracing::debug!("rtnetlink listener: undecodable notification: {e}"),
+        }
+        // Messages are 4-byte aligned.
+        data = data.get(end.next_multiple_of(4).max(16)..).unwrap_or_default();
+    }
+    relevant
 }
 
 /// Track one notification; true if it concerns a managed bond.
@@ -189,5 +376,25 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
             }
         }
         shared.publisher().heartbeat();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overrun_means_a_resync() {
+        let lost = classify(Err(std::io::Error::from_raw_os_error(libc::ENOBUFS)));
+        assert!(matches!(lost, Received::Lost), "{lost:?}");
+        assert!(matches!(classify(Ok(DATAGRAM_MAX + 1)), Received::Lost), "a truncated datagram is lost too");
+        assert!(matches!(classify(Ok(1200)), Received::Data(1200)));
+        assert!(matches!(classify(Err(std::io::ErrorKind::WouldBlock.into())), Received::Drained));
+        assert!(matches!(classify(Err(std::io::Error::from_raw_os_error(libc::EBADF))), Received::Failed(_)));
+        // A burst with a loss resyncs whether or not what was read concerned a managed bond.
+        assert_eq!(Burst { relevant: false, lost: true }.action(), Action::Resync);
+        assert_eq!(Burst { relevant: true, lost: true }.action(), Action::Resync);
+        assert_eq!(Burst { relevant: true, lost: false }.action(), Action::Refresh);
+        assert_eq!(Burst::default().action(), Action::Nothing);
     }
 }

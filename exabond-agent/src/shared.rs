@@ -5,6 +5,7 @@
 //! | pages, the last view of each managed bond, eBPF generations | [`Publisher`] | `publisher` lock |
 //! | member verdicts, the enforcement maps (managed bonds, guarded files, page guard inodes) | [`Enforcement`] | `enforcement` lock |
 //! | the forbidden set: devices never published as active | [`Enforcement`] computes it from its verdicts | the publisher's read-only copy (see below) |
+//! | bypass, resync and self-check counts, the degraded state | whoever repairs ([`Counters`]) | leaf locks and atomics |
 //! | veto counts | the eBPF event thread ([`VetoCounts::count`]) | `vetoes` lock (leaf) |
 //! | kernel event → page latencies | [`Shared::report`] of an eBPF failover | [`LatencyHistogram`]: atomics, no lock |
 //! | `SmartNIC` locations of members | [`Shared::locations`] | `smartnic` lock (leaf) |
@@ -24,11 +25,13 @@
 //!
 //! 1. `enforcement` ([`ENFORCEMENT`])
 //! 2. `publisher` ([`PUBLISHER`])
-//! 3. a leaf ([`LEAF`]): `vetoes`, `smartnic`, the MAC pitfall list. Nothing else is taken while one is held.
+//! 3. a leaf ([`LEAF`]): `vetoes`, `smartnic`, the MAC pitfall list, the [`Counters`] (and their `repairing`
+//!    lock, held while bypasses are repaired). Nothing else is taken while one is held.
 //!
 //! Places that hold both `enforcement` and `publisher`, in that order: `manage::manage_from`,
 //! `manage::unmanage`, [`Shared::change_verdicts`] (`netlink::sync_verdicts`, `netlink::note`),
-//! `netlink::refresh` (the page guard following retired pages), `page_watch::verify` and
+//! `netlink::refresh` (the page guard following retired pages), `page_watch::verify`,
+//! `self_check::check_once` (the map audit) and
 //! `cli::agent::adopt_bonds` (the page guard at start-up). The eBPF event waiters (`event_loop`) take their
 //! ring buffer's turn lock (a `std` mutex only they use) and, under it, the publisher lock or `vetoes`, one
 //! at a time; never `enforcement`, so a real-time waiter only ever waits for a publisher critical section.
@@ -48,6 +51,7 @@ use rtnetlink::Handle;
 
 use crate::agent_events::{AgentEvent, Bus, LatencyHistogram};
 use crate::bond_view::BondView;
+use crate::counters::Counters;
 use crate::enforcement::Enforcement;
 use crate::pi_mutex::{LockRank, PiMutex, PiMutexGuard};
 use crate::publisher::Publisher;
@@ -71,6 +75,8 @@ pub struct Shared {
     smartnic: PiMutex<SmartNicCache>,
     /// Vetoes counted per bond.
     pub vetoes: VetoCounts,
+    /// Bypasses, resyncs, self-check repairs and the degraded state.
+    pub counters: Counters,
     /// Kernel event → page latencies (eBPF failovers).
     pub latency: LatencyHistogram,
     /// Observers (`exabond watch`, the metrics endpoint); emitting takes no agent lock.
@@ -90,6 +96,7 @@ impl Shared {
             publisher: PiMutex::with_rank(publisher, PUBLISHER),
             smartnic: PiMutex::with_rank(SmartNicCache::default(), LEAF),
             vetoes: VetoCounts::default(),
+            counters: Counters::default(),
             latency: LatencyHistogram::default(),
             events: Bus::default(),
             handle,

@@ -202,7 +202,10 @@ impl Work {
     /// The count, read from memory every time (a volatile load: the compiler must not keep it in a
     /// register, where the verifier would follow each value as its own path).
     #[inline(always)]
-    #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+    #[expect(
+        clippy::inline_always,
+        reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants"
+    )]
     fn count(&self) -> usize {
         // SAFETY: a plain field of a live reference.
         unsafe { core::ptr::read_volatile(&raw const self.count) }

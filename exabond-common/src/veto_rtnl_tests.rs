@@ -240,8 +240,16 @@ fn model(buf: &[u8], sender: Sender) -> Effect {
         }
         let index = i32::from_ne_bytes(msg[20..24].try_into().unwrap());
         let tb = kernel_attrs(&msg[32..]);
-        let master = tb.get(&IFLA_MASTER).map(|p| if p.len() >= 4 { u32::from_ne_bytes(p[..4].try_into().unwrap()) } else { u32::MAX });
-        let moves = tb.contains_key(&IFLA_NET_NS_PID) || tb.contains_key(&IFLA_NET_NS_FD) || tb.contains_key(&IFLA_TARGET_NETNSID);
+        let master = tb.get(&IFLA_MASTER).map(|p| {
+            if p.len() >= 4 {
+                u32::from_ne_bytes(p[..4].try_into().unwrap())
+            } else {
+                u32::MAX
+            }
+        });
+        let moves = tb.contains_key(&IFLA_NET_NS_PID)
+            || tb.contains_key(&IFLA_NET_NS_FD)
+            || tb.contains_key(&IFLA_TARGET_NETNSID);
         let mut e = Effect::Clean;
         if sender == Sender::Other {
             if (moves && master.is_some_and(|m| m != 0))
@@ -397,7 +405,8 @@ fn padding_and_batches() {
 #[test]
 fn identities_changed_in_one_buffer() {
     let del = Msg { ty: RTM_DELLINK, flags: NLM_F_REQUEST, index: 2, attrs: vec![] };
-    let create = Msg { ty: RTM_NEWLINK, flags: NLM_F_REQUEST | NLM_F_CREATE, index: 2, attrs: vec![Attr::Master(BOND)] };
+    let create =
+        Msg { ty: RTM_NEWLINK, flags: NLM_F_REQUEST | NLM_F_CREATE, index: 2, attrs: vec![Attr::Master(BOND)] };
     assert!(run(&encode(&[del, create]), Sender::Managed).is_some(), "ifindex reused in one sendmsg");
     let r1 = set(2, vec![Attr::IfName(b"x".to_vec())]);
     let r2 = set(3, vec![Attr::IfName(b"ok".to_vec())]);

@@ -64,7 +64,10 @@ impl Scan {
 
     /// Store `value` in slot `slot` and load it back (volatile: the compiler must not keep the constant).
     #[inline(always)]
-    #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+    #[expect(
+        clippy::inline_always,
+        reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants"
+    )]
     fn keep(&mut self, slot: usize, value: usize) -> usize {
         let p = &raw mut self.v[slot & 3];
         // SAFETY: a field of a live exclusive reference.
@@ -382,7 +385,8 @@ mod tests {
     /// `bond_option_slaves_set`: the name of a `+name` command the driver would look up.
     fn model_slaves(written: &[u8]) -> Option<Vec<u8>> {
         let s: Vec<u8> = written.iter().copied().take_while(|&c| c != 0).collect();
-        let word: Vec<u8> = s.iter().copied().skip_while(|c| is_kspace(*c)).take_while(|c| !is_kspace(*c)).take(16).collect();
+        let word: Vec<u8> =
+            s.iter().copied().skip_while(|c| is_kspace(*c)).take_while(|c| !is_kspace(*c)).take(16).collect();
         (word.len() > 1 && word[0] == b'+').then(|| word[1..].to_vec())
     }
 

@@ -16,8 +16,8 @@ use aya_log_ebpf::error;
 use exabond_common::event::{EventHeader, EventKind, FailoverEvent};
 
 use crate::kernel::{netdev_ifindex, netdev_netns, offsets, read_ptr, slave_ifindex};
-use exabond_common::policy_maps::DevKey;
 use crate::{EVENTS, MANAGED_BONDS};
+use exabond_common::policy_maps::DevKey;
 
 /// Entry point: errors are logged through aya-log (they reach the agent's log).
 #[kprobe]

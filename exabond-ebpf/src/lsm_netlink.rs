@@ -95,8 +95,8 @@ pub fn netlink_send(ctx: LsmContext) -> i32 {
         return 0;
     }
     // A request the program cannot read is refused (fail closed): it may concern a managed bond.
-    let errno = try_netlink_send(&ctx, sk, managed)
-        .unwrap_or_else(|_| veto(VetoWhat::Unparseable, 0, 0, EOPNOTSUPP, [0; 16]));
+    let errno =
+        try_netlink_send(&ctx, sk, managed).unwrap_or_else(|_| veto(VetoWhat::Unparseable, 0, 0, EOPNOTSUPP, [0; 16]));
     crate::veto::lsm_ret(errno)
 }
 

@@ -13,8 +13,8 @@ use aya_ebpf::{
 use exabond_common::event::{EventHeader, EventKind, ModeSetEvent};
 
 use crate::kernel::{netdev_ifindex, netdev_netns, offsets, read, read_ptr};
-use exabond_common::policy_maps::DevKey;
 use crate::{EVENTS, MANAGED_BONDS};
+use exabond_common::policy_maps::DevKey;
 
 /// Entry point.
 #[kprobe]

@@ -13,12 +13,12 @@ use crate::lab::{bond_mode, bond_slaves, cli, empty_bond, read_page, sh, sh_try,
 use crate::suite::Suite;
 use crate::syscalls::{ioctl_enslave, ioctl_release, write_file, writev_file};
 
-const PAGE_DIR: &str = "/run/exabond";
-const ENODEV: i32 = 19;
+pub(crate) const PAGE_DIR: &str = "/run/exabond";
+pub(crate) const ENODEV: i32 = 19;
 const EINVAL: i32 = 22;
-const EOPNOTSUPP: i32 = 95;
+pub(crate) const EOPNOTSUPP: i32 = 95;
 
-fn mode_path(b: &str) -> String {
+pub(crate) fn mode_path(b: &str) -> String {
     format!("/sys/class/net/{b}/bonding/mode")
 }
 
@@ -293,7 +293,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         Ok(())
     });
 
-    let Some(mut agent2) = s.check("restart: re-adopts the managed bonds, pages fresh, vetoes without a gap", || {
+    let Some(agent2) = s.check("restart: re-adopts the managed bonds, pages fresh, vetoes without a gap", || {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
         /// Fewer vetoed attempts than this while the new agent starts cannot tell a gap from none.
         const MIN_ATTEMPTS: u64 = 100;
@@ -352,6 +352,11 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         return;
     };
 
+    crate::enforce_repair::self_check(exabond, &agent2, s);
+    let Some(mut agent2) = crate::enforce_repair::restart_repairs_lsm(exabond, agent2, s) else {
+        return;
+    };
+
     s.check("--release: SIGTERM removes the pins and the vetoes end", || {
         let st = agent2.terminate(Duration::from_secs(15))?;
         ensure!(st.success(), "exit {st}");
@@ -369,6 +374,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
             .map_err(|e| anyhow::anyhow!("still vetoed after --release: {e}"))?;
         Ok(())
     });
+    crate::enforce_repair::detached_link(exabond, s);
     drop(agent);
 }
 
@@ -431,4 +437,6 @@ pub fn run_nolsm(exabond: &Path, s: &mut Suite) {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log_text()))?;
         Ok(())
     });
+    crate::enforce_repair::bypass_nolsm(exabond, &agent, s);
+    crate::enforce_repair::restart_and_resync_nolsm(exabond, agent, s);
 }

@@ -304,6 +304,11 @@ pub fn empty_bond(name: &str, mode: &str) -> anyhow::Result<()> {
 }
 
 impl Agent {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the agent process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -6,7 +6,9 @@
 //! `exabond-e2e bench [--smoke] ...` runs the in-VM benchmarks of `cargo xtask bench` (see bench.rs).
 
 mod bench;
+mod bpf_map;
 mod enforce;
+mod enforce_repair;
 mod hostile;
 mod hostile_io;
 mod hostile_ioctl;

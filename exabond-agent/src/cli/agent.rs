@@ -10,6 +10,7 @@ use netlink_packet_route::link::LinkMessage;
 use tokio_util::sync::CancellationToken;
 use toml::Spanned;
 
+use crate::bypass;
 use crate::config::{AgentConfig, ConfigError, Settings};
 use crate::enforcement::{Enforcement, Mode};
 use crate::policy::MemberPolicy;
@@ -69,6 +70,10 @@ pub struct AgentArgs {
     /// sequence left odd, block half written), as a crash would.
     #[arg(long, hide = true)]
     pub test_crash_mid_publish: bool,
+    /// Test hook for the end-to-end suite: the rtnetlink listener's receive buffer in bytes (`SO_RCVBUF`,
+    /// instead of a forced 8 MiB), small enough for a burst of link changes to overrun it.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub test_rcvbuf: Option<usize>,
 }
 
 impl AgentArgs {
@@ -137,10 +142,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
     // Subscribe first, so nothing between the initial dump and the listener is missed.
-    let (mconn, mhandle, messages) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
-        .context("cannot open an rtnetlink socket")?;
-    tokio::spawn(mconn);
-    drop(mhandle);
+    let link_socket = netlink::LinkSocket::open(args.test_rcvbuf).context("cannot open an rtnetlink socket")?;
     let (conn, handle, _) = rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(conn);
 
@@ -158,6 +160,10 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         mode = Mode::DetectAndRevert;
     }
     tracing::info!(enforcement = mode.as_str(), "enforcement mode");
+    // Every pin is this agent's now: the self-check holds a descriptor of each, to re-pin what goes.
+    let pins = loaded
+        .as_ref()
+        .map(|_| crate::self_check::Pins::open(std::path::Path::new(exabond_common::policy_maps::PIN_DIR)));
     // `ebpf` keeps the kprobes attached; the ring buffer moves to the event thread.
     let (mut ebpf, mut maps, events) = match loaded {
         Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events)),
@@ -188,7 +194,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     // wait in the backlog until the server task starts below).
     let listener = control::bind(&cfg.socket).with_context(|| format!("control socket {}", cfg.socket.display()))?;
     let links = netlink::dump_links(&handle).await.context("rtnetlink link dump")?;
-    let names = adopt_bonds(&shared, &links, &cfg.bonds)?;
+    let names = adopt_bonds(&shared, links, &cfg.bonds).await?;
     if args.test_crash_mid_publish {
         tracing::warn!("--test-crash-mid-publish: this agent aborts in the middle of the next failover publication");
         shared.publisher().crash_on_next_failover();
@@ -204,7 +210,8 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         Some(ev) => Some(event_loop::spawn(ev, logger, shared.clone(), stop.clone(), busy_poll(args)?)?),
         None => None,
     };
-    let tracker = spawn_tasks(&shared, cfg, messages, page_watch, metrics_listener, listener, &cancel);
+    let tracker = spawn_tasks(&shared, cfg, link_socket, page_watch, metrics_listener, listener, &cancel);
+    tracker.spawn(crate::self_check::run(shared.clone(), pins, cancel.clone()));
     tracing::info!(
         bonds = ?names,
         page_dir = %cfg.page_dir.display(),
@@ -242,14 +249,14 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
 fn spawn_tasks(
     shared: &Arc<Shared>,
     cfg: &AgentConfig,
-    messages: futures::channel::mpsc::UnboundedReceiver<netlink::Notification>,
+    link_socket: netlink::LinkSocket,
     page_watch: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     metrics_listener: Option<tokio::net::TcpListener>,
     listener: tokio::net::UnixListener,
     cancel: &CancellationToken,
 ) -> tokio_util::task::TaskTracker {
     let tracker = tokio_util::task::TaskTracker::new();
-    tracker.spawn(netlink::listen(shared.clone(), messages, cancel.clone()));
+    tracker.spawn(netlink::listen(shared.clone(), link_socket, cancel.clone()));
     tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
     tracker.spawn(crate::page_watch::watch(shared.clone(), page_watch, cancel.clone()));
     let pitfalls = Arc::new(mac_pitfall::Tracker::default());
@@ -265,26 +272,58 @@ fn spawn_tasks(
 /// Judge every device in `links`, then manage the bonds a previous agent managed (pinned map) and the
 /// `configured` ones, and drop what is left of other bonds (guards pinned by a previous agent, orphaned
 /// pages). Returns the names of the bonds managed.
-fn adopt_bonds(shared: &Shared, links: &[LinkMessage], configured: &[String]) -> anyhow::Result<Vec<String>> {
-    netlink::sync_verdicts(shared, links);
+///
+/// A bond found in a forbidden state (a refused member, a mode other than active-backup: a previous
+/// agent's vetoes were bypassed or absent) is repaired first, each repair reported as a bypass. What cannot
+/// be repaired leaves a re-adopted bond unmanaged (logged: the agent still starts) and fails the start for
+/// a `--bond` (its message says how to fix it).
+async fn adopt_bonds(shared: &Shared, links: Vec<LinkMessage>, configured: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut links = links;
+    netlink::sync_verdicts(shared, &links);
     // Bonds a previous agent managed (pinned map), then the ones named on the command line.
-    let mut names: Vec<String> = shared
+    let pinned: Vec<String> = shared
         .enforcement()
         .pinned_managed()
         .into_iter()
         .filter_map(|i| links.iter().find(|m| m.header.index == i).and_then(crate::bond_view::name))
         .collect();
-    if !names.is_empty() {
-        tracing::info!(bonds = ?names, "re-adopting bonds managed by a previous agent");
+    if !pinned.is_empty() {
+        tracing::info!(bonds = ?pinned, "re-adopting bonds managed by a previous agent");
     }
+    let mut names = pinned.clone();
     for b in configured {
         if !names.contains(b) {
             names.push(b.clone());
         }
     }
+    let found: Vec<bypass::Bypass> = {
+        let enf = shared.enforcement();
+        names
+            .iter()
+            .filter_map(|n| links.iter().find(|m| crate::bond_view::name(m).as_deref() == Some(n.as_str())))
+            .filter_map(|m| crate::bond_view::BondView::from_links(m.header.index, &links))
+            .flat_map(|v| bypass::find_judged(&enf, &v))
+            .collect()
+    };
+    if !found.is_empty() {
+        bypass::report(shared, &bypass::repair(shared, found), "start-up");
+        links = netlink::dump_links(&shared.handle).await.context("rtnetlink link dump after the repairs")?;
+        netlink::sync_verdicts(shared, &links);
+    }
+    let mut managed = Vec::new();
     for name in &names {
-        let msg = manage::manage_from(shared, name, links).map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!("{msg}");
+        match manage::manage_from(shared, name, &links) {
+            Ok(msg) => {
+                tracing::info!("{msg}");
+                managed.push(name.clone());
+            }
+            Err(e) if pinned.contains(name) => tracing::error!(
+                bond = %name,
+                "CANNOT RE-ADOPT bond {name}, managed by a previous agent: {e}; it stays unmanaged (no vetoes, no \
+                 page updates) until fixed and placed under management again with `exabond manage {name}`"
+            ),
+            Err(e) => anyhow::bail!("--bond {name}: {e}"),
+        }
     }
     shared.enforcement().drop_stale_guards();
     retire_orphan_pages(shared);
@@ -294,7 +333,7 @@ fn adopt_bonds(shared: &Shared, links: &[LinkMessage], configured: &[String]) ->
         let mut enf = shared.enforcement();
         enf.sync_pages(&shared.publisher().page_inodes());
     }
-    Ok(names)
+    Ok(managed)
 }
 
 /// Pages in the page directory whose bond is not managed now (a bond deleted or unmanaged while no agent

@@ -11,6 +11,26 @@ use crate::control::{self, Reply};
 use crate::snapshot_json::SnapshotJson;
 use crate::sysinfo;
 
+/// The agent's line, then, loudly, whether enforcement is degraded and why.
+fn print_header(out: &Value) {
+    println!(
+        "agent pid {}  enforcement {}  member drivers {}",
+        out["agent_pid"],
+        out["enforcement"].as_str().unwrap_or("?"),
+        out["member_drivers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    );
+    if out["degraded"] == true {
+        let reasons: Vec<&str> = out["degraded_reasons"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!("ENFORCEMENT DEGRADED: {}", reasons.join("; "));
+    }
+}
+
 /// Arguments of `exabond status`.
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -73,33 +93,34 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             "mode": sysfs(&name, "mode"),
             "miimon": sysfs(&name, "miimon"),
             "vetoes": b["vetoes"],
+            "bypasses": b["bypasses"],
             "mac_pitfall": !mine.is_empty(),
             "mac_pitfall_donors": mine.iter().map(|p| p["donor"].clone()).collect::<Vec<_>>(),
             "mac_pitfall_mac": mine.first().map_or(Value::Null, |p| p["mac"].clone()),
             "page": page,
         }));
     }
-    let out = json!({ "agent_pid": agent["agent_pid"], "enforcement": agent["enforcement"], "member_drivers": agent["member_drivers"], "bonds": bonds });
+    let out = json!({
+        "agent_pid": agent["agent_pid"],
+        "enforcement": agent["enforcement"],
+        "degraded": agent["degraded"],
+        "degraded_reasons": agent["degraded_reasons"],
+        "netlink_resyncs": agent["netlink_resyncs"],
+        "member_drivers": agent["member_drivers"],
+        "bonds": bonds,
+    });
     if args.json {
         println!("{out}");
         return ExitCode::SUCCESS;
     }
-    println!(
-        "agent pid {}  enforcement {}  member drivers {}",
-        out["agent_pid"],
-        out["enforcement"].as_str().unwrap_or("?"),
-        out["member_drivers"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-            .unwrap_or_default()
-    );
+    print_header(&out);
     for b in &bonds {
         let p = &b["page"];
         let age_ms = p["last_change_mono_ns"]
             .as_u64()
             .map(|t| exabond_common::clock::monotonic_ns().saturating_sub(t) / 1_000_000);
         println!(
-            "\n{}  mode {}  miimon {}  active {}  failovers {}  last change {} ago by {}  vetoes {}{}{}",
+            "\n{}  mode {}  miimon {}  active {}  failovers {}  last change {} ago by {}  vetoes {}  bypasses {}{}{}",
             b["bond"].as_str().unwrap_or("?"),
             b["mode"].as_str().unwrap_or("?"),
             b["miimon"].as_str().unwrap_or("?"),
@@ -109,6 +130,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
                 .map_or_else(|| "?".into(), |ms| format!("{:.1}s", std::time::Duration::from_millis(ms).as_secs_f64())),
             p["last_change_source"].as_str().unwrap_or("?"),
             b["vetoes"],
+            b["bypasses"],
             if p["stale"] == true { "  [STALE]" } else { "" },
             if b["mac_pitfall"] == true { "  [MAC PITFALL]" } else { "" }
         );

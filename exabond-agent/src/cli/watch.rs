@@ -101,6 +101,24 @@ pub fn sentence(v: &Value) -> String {
         "manage" => format!("{bond}: now managed"),
         "unmanage" => format!("{bond}: no longer managed ({})", s(v, "reason")),
         "revert" => format!("{bond}: detect-and-revert: {}", s(v, "action")),
+        "bypass" => format!(
+            "{bond}: BYPASS {} {} found (seen by {}): {}",
+            s(v, "kind"),
+            s(v, "detail"),
+            s(v, "seen_by"),
+            s(v, "outcome")
+        ),
+        "resync" => format!("rtnetlink notifications lost: resynchronised from a full dump ({} devices)", v["devices"]),
+        "self_check" => format!("self-check: {}: {}", s(v, "what"), s(v, "action")),
+        "enforcement" => {
+            let reasons: Vec<&str> =
+                v["reasons"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            if reasons.is_empty() {
+                format!("enforcement {}", s(v, "state"))
+            } else {
+                format!("enforcement {}: {}", s(v, "state"), reasons.join("; "))
+            }
+        }
         "mac_pitfall" => format!(
             "{bond}: WARNING MAC pitfall: the bond's MAC {} is the own address of {}, which is not one of its members",
             s(v, "mac"),
@@ -258,6 +276,16 @@ mod tests {
             sentence(&line(&AgentEvent::Revert { bond: "b".into(), action: "released x".into() })),
             "b: detect-and-revert: released x"
         );
+        let bypass = AgentEvent::Bypass {
+            bond: "b".into(),
+            kind: "member",
+            detail: "dum0".into(),
+            seen_by: "rtnetlink",
+            outcome: "repaired".into(),
+        };
+        assert_eq!(sentence(&line(&bypass)), "b: BYPASS member dum0 found (seen by rtnetlink): repaired");
+        let degraded = AgentEvent::Enforcement { state: "degraded", reasons: vec!["x".into(), "y".into()] };
+        assert_eq!(sentence(&line(&degraded)), "enforcement degraded: x; y");
         let pitfall =
             AgentEvent::MacPitfall { bond: "b".into(), mac: "02:00:00:00:00:01".into(), donor: "eth0".into() };
         assert!(sentence(&line(&pitfall))
