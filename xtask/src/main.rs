@@ -2,7 +2,8 @@
 //! suite across host and real kernels, the demo, running the agent.
 
 // Dependencies go one way, from the commands down:
-// - the commands: `bench`, `demo`, `run`, `setup`, `test` and `vm` (`test` also runs the bench smoke);
+// - the commands: `bench`, `demo`, `run`, `selftests`, `setup`, `test` and `vm` (`test` also runs the bench
+//   smoke and the selftests);
 // - the VM test bed they share: `e2e` (the suite on each kernel, its report) → `stage` (the folder shared
 //   with the guest) and `vm_run` (one boot running one script);
 // - under everything: `setup` (tools, kernels, the test bed script) and `cargo` (commands, paths).
@@ -11,6 +12,7 @@ mod cargo;
 mod demo;
 mod e2e;
 mod run;
+mod selftests;
 mod setup;
 mod stage;
 mod test;
@@ -49,6 +51,9 @@ enum Command {
     /// Benchmarks against the baselines (reader hot path on the host; failover latency vs rtnetlink and
     /// polling, veto overhead, footprint in the VM): a table, `<target dir>/bench/bench.json` and an SVG.
     Bench(bench::BenchArgs),
+    /// The kernel's own bonding selftests on each kernel, in two VMs at once: a baseline and one with the
+    /// agent live managing a bond; any verdict that differs fails (part of `cargo xtask test`).
+    Selftests(selftests::SelftestsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(a) => demo::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Selftests(a) => selftests::run(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

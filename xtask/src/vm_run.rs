@@ -49,6 +49,27 @@ pub fn run_script_env(
     env: &[(&str, &str)],
 ) -> anyhow::Result<VmRun> {
     let label = if append.is_empty() { flavour.to_owned() } else { format!("{flavour}-nolsm") };
+    let echo = |line: &str| !quiet || line.starts_with("E2E") || line.starts_with("e2e:") || line.contains("TESTBED");
+    run_boot(&Boot { label: &label, flavour, append, env }, dir, script, &echo)
+}
+
+/// One VM boot: its kernel flavour, the label its console lines are echoed with (boots that run at the
+/// same time need different labels), extra kernel command line and test bed knobs.
+pub struct Boot<'a> {
+    /// Label of the console lines, and the run's `flavour`.
+    pub label: &'a str,
+    /// Kernel flavour (bpo, stable).
+    pub flavour: &'a str,
+    /// Extra kernel command line.
+    pub append: &'a str,
+    /// Extra environment for the test bed (its knobs, e.g. `TB_TIMEOUT`).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// Boot as `boot` says, run `script` (relative to `dir`), echo the console lines `echo` accepts with the
+/// boot's label, collect the result.
+pub fn run_boot(boot: &Boot, dir: &Path, script: &str, echo: &dyn Fn(&str) -> bool) -> anyhow::Result<VmRun> {
+    let Boot { label, flavour, append, env } = *boot;
     let mut child = testbed_cmd()
         .envs(env.iter().copied())
         .env("TB_APPEND", append)
@@ -61,13 +82,12 @@ pub fn run_script_env(
         .spawn()
         .context("cannot start the VM test bed")?;
     let out = child.stdout.take().context("VM stdout")?;
-    let flavour = label.as_str();
-    let mut run = VmRun { flavour: flavour.into(), kernel: String::new(), rc: 255, counts: None, lines: Vec::new() };
+    let mut run = VmRun { flavour: label.into(), kernel: String::new(), rc: 255, counts: None, lines: Vec::new() };
     for line in BufReader::new(out).lines() {
         let line = line?;
         let line = line.trim_end_matches('\r').to_owned();
-        if !quiet || line.starts_with("E2E") || line.starts_with("e2e:") || line.contains("TESTBED") {
-            println!("[vm {flavour}] {line}");
+        if echo(&line) {
+            println!("[vm {label}] {line}");
         }
         if let Some(k) = line.strip_prefix("TESTBED-START ") {
             k.trim().clone_into(&mut run.kernel);

@@ -8,10 +8,13 @@
 #   testbed.sh shell <kernel> [<dir>]    interactive shell on the serial console ("exit" powers off)
 #   testbed.sh kver <kernel>             print the kernel release of a prepared kernel
 #   testbed.sh standin <kernel>          print the path of the stand-in ExaNIC module built for it
+#   testbed.sh selftests <kernel>        print the path of the kernel's own bonding selftests (tools/testing/
+#                                        selftests/{drivers/net/bonding,net/forwarding/lib.sh,net/lib.sh})
 #
 # <kernel> is `bpo` (Debian bookworm-backports, 6.12.x) or `stable` (Debian bookworm, 6.1.x).
 # setup also builds xtask/vm/standin-exanic (exanic_standin.ko, a test fixture imitating ExaNIC ports; see
-# its header) against that kernel's Debian headers, into $C/standin-<kernel>/.
+# its header) against that kernel's Debian headers, into $C/standin-<kernel>/, and extracts the kernel's own
+# bonding selftests from Debian's linux-source-<x.y> of the same version into $C/selftests-<kernel>/.
 # Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
 # TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 1800),
 # TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror),
@@ -25,7 +28,8 @@ set -euo pipefail
 # Bump when the recipe changes so cached images are rebuilt.
 RECIPE=3
 C=${EXABOND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/exabond}/testbed
-ROOTFS_PKGS="iproute2,kmod,procps,ethtool,iputils-ping"
+# jq, tcpdump, psmisc: the kernel's bonding selftests (`cargo xtask selftests`) need them.
+ROOTFS_PKGS="iproute2,kmod,procps,ethtool,iputils-ping,jq,tcpdump,psmisc"
 STANDIN_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/standin-exanic
 
 log() { echo "[testbed] $*" >&2; }
@@ -186,8 +190,48 @@ standin_path() { # <flavour>
     echo "$S/exanic_standin.ko"
 }
 
+# The kernel's own bonding selftests, from Debian's linux-source-<x.y> at exactly the cached kernel's package
+# version (6.12.95-1~bpo12+1, 6.1.192-2 today): tools/testing/selftests/drivers/net/bonding, net/forwarding/lib.sh
+# and (6.12) net/lib.sh, under $C/selftests-<flavour>/tools/testing/selftests. Stamped with the recipe and the
+# kernel; the 140-150 MB source package is deleted once extracted.
+SELFTEST_PATHS="tools/testing/selftests/drivers/net/bonding tools/testing/selftests/net/forwarding/lib.sh tools/testing/selftests/net/lib.sh"
+get_selftests() { # <flavour>
+    local F=$1 V ver series pkg S stamp deb tarball p
+    V=$(kver "$F"); ver=$(kpkgver "$F"); S="$C/selftests-$F"
+    series=$(echo "${ver%%-*}" | cut -d. -f1,2)
+    pkg="linux-source-$series"; stamp="$RECIPE $V $pkg=$ver"
+    [ "$(cat "$S/.stamp" 2>/dev/null)" = "$stamp" ] && return
+    private_apt
+    log "kernel $F: downloading $pkg=$ver (the kernel's own bonding selftests)"
+    mkdir -p "$C/debs"
+    (cd "$C/debs" && papt apt-get download -qq "$pkg=$ver") \
+        || die "kernel $F: $pkg=$ver (the sources of the test kernel) is not in the archive"
+    deb=$(ls "$C/debs/${pkg}_${ver//:/%3a}_"*.deb)
+    tarball="./usr/src/$pkg.tar.xz"
+    rm -rf "$S"; mkdir -p "$S"
+    # Members missing from a series (6.1 has no net/lib.sh) are not an error; the bonding folder is checked below.
+    local members=()
+    for p in $SELFTEST_PATHS; do members+=("$pkg/$p"); done
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "$tarball" | xz -dc -T0 \
+        | tar -x -C "$S" --strip-components=1 "${members[@]}" 2>/dev/null || true
+    [ -f "$S/tools/testing/selftests/drivers/net/bonding/Makefile" ] \
+        && [ -f "$S/tools/testing/selftests/net/forwarding/lib.sh" ] \
+        || die "kernel $F: $pkg=$ver has no bonding selftests at tools/testing/selftests/drivers/net/bonding"
+    rm -f "$deb"
+    echo "$stamp" > "$S/.stamp"
+}
+
+selftests_path() { # <flavour>
+    local S="$C/selftests-$1" ver
+    [ -f "$(kdir "$1")/.done" ] && ver=$(kpkgver "$1") \
+        && [ "$(cat "$S/.stamp" 2>/dev/null)" = "$RECIPE $(kver "$1") linux-source-$(echo "${ver%%-*}" | cut -d. -f1,2)=$ver" ] \
+        || die "the bonding selftests for $1 are missing or stale: run 'cargo xtask setup'"
+    echo "$S"
+}
+
 build_rootfs() {
-    [ -f "$C/rootfs/.done" ] && return
+    # .done holds the package list it was built with: a changed list rebuilds it (and so the images).
+    [ "$(cat "$C/rootfs/.done" 2>/dev/null)" = "$ROOTFS_PKGS" ] && return
     private_apt
     log "debootstrap bookworm minbase + $ROOTFS_PKGS (about a minute)"
     rm -rf "$C/rootfs"
@@ -196,7 +240,7 @@ build_rootfs() {
     chroot "$C/rootfs" apt-get clean
     : > "$C/rootfs/etc/apt/sources.list"
     echo testbed > "$C/rootfs/etc/hostname"
-    touch "$C/rootfs/.done"
+    echo "$ROOTFS_PKGS" > "$C/rootfs/.done"
 }
 
 # init run by switch_root: makes the Debian root fs the real root (module auto-loading works), mounts the
@@ -293,7 +337,7 @@ setup() {
     host_packages
     for F in "$@"; do check_flavour "$F"; get_kernel "$F"; done
     build_rootfs
-    for F in "$@"; do build_image "$F"; build_initramfs "$F"; build_standin "$F"; log "kernel $F ready: $(kver "$F")"; done
+    for F in "$@"; do build_image "$F"; build_initramfs "$F"; build_standin "$F"; get_selftests "$F"; log "kernel $F ready: $(kver "$F")"; done
 }
 
 accel_args() {
@@ -339,5 +383,6 @@ case "${1:-}" in
     shell) shift; check_flavour "${1:-}"; ready "$1"; boot "$1" "$(realpath "${2:-.}")" "tbmode=shell" ;;
     kver)  shift; check_flavour "${1:-}"; kver "$1" ;;
     standin) shift; check_flavour "${1:-}"; standin_path "$1" ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    selftests) shift; check_flavour "${1:-}"; selftests_path "$1" ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

@@ -1,0 +1,220 @@
+//! `cargo xtask selftests`: the kernel's own bonding selftests (`tools/testing/selftests/drivers/net/bonding`
+//! of the test kernel's Debian sources, unchanged) run twice on each kernel, in two VMs booted at the same
+//! time — a baseline with nothing else loaded, and one with the agent live, managing a bond of its own with
+//! the BPF LSM vetoes on — and every verdict compared. A verdict that differs, a test missing from a run, a
+//! VM that does not boot or report, or an agent that stopped managing its bond fails the step.
+//!
+//! The guest side is `xtask/vm/selftests-guest.sh`; the sources are cached by the set-up
+//! (`xtask/vm/testbed.sh`, `get_selftests`).
+
+mod report;
+mod stage;
+pub mod verdicts;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::cargo::build_all;
+use crate::setup::{kernels, testbed};
+use crate::vm_run::{is_kernel_crash, run_boot, Boot, VmRun};
+pub use report::report;
+use stage::{results, sources, stage, time_limit, time_scale, Results, BONDING};
+use verdicts::{compare, test_programs, Comparison};
+
+/// Arguments of `cargo xtask selftests`.
+#[derive(clap::Args)]
+pub struct SelftestsArgs {
+    /// VM kernels: bpo (6.12), stable (6.1) or all.
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+    /// Only the test programs whose name contains PATTERN, or one of a comma-separated list (e.g.
+    /// `bond_options` or `mode-1,lladdr`): for development. CI runs them all.
+    #[arg(long, value_name = "PATTERN")]
+    pub only: Option<String>,
+}
+
+/// The two boots of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing else loaded.
+    Baseline,
+    /// The agent live, managing a bond of its own.
+    Agent,
+}
+
+impl Mode {
+    /// As the guest script and the staging folder name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// One boot: its VM run and what the guest left.
+pub struct ModeRun {
+    /// The VM run (exit code, kernel, crash lines).
+    pub vm: VmRun,
+    /// The guest's results.
+    pub results: Results,
+    /// Wall-clock time of the boot.
+    pub wall: Duration,
+}
+
+/// One kernel: both boots and their comparison.
+pub struct KernelRun {
+    /// Kernel flavour.
+    pub flavour: String,
+    /// The test programs, in the Makefile's order (after `--only`).
+    pub tests: Vec<String>,
+    /// The baseline boot.
+    pub baseline: ModeRun,
+    /// The agent-live boot.
+    pub agent: ModeRun,
+    /// The verdicts compared.
+    pub comparison: Comparison,
+    /// Wall-clock time of the two boots together.
+    pub wall: Duration,
+}
+
+impl KernelRun {
+    /// What failed the step on this kernel (empty: passed).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (m, r) in [(Mode::Baseline, &self.baseline), (Mode::Agent, &self.agent)] {
+            let who = format!("{} {}", self.flavour, m.name());
+            if r.vm.kernel.is_empty() {
+                p.push(format!("{who}: the VM did not boot (exit {})", r.vm.rc));
+            } else if r.vm.rc != 0 {
+                p.push(format!(
+                    "{who}: the guest's run exited {} (255: no exit code, the VM died or timed out)",
+                    r.vm.rc
+                ));
+            }
+            if let Some(e) = &r.results.error {
+                p.push(format!("{who}: {e}"));
+            }
+            if r.vm.lines.iter().any(|l| is_kernel_crash(l)) {
+                p.push(format!("{who}: the guest kernel crashed"));
+            }
+        }
+        if self.agent.results.agent_final.as_deref() != Some("ok") {
+            p.push(format!(
+                "{} agent: the agent was not alive and managing its bond with the vetoes in force at the end",
+                self.flavour
+            ));
+        }
+        if self.tests.is_empty() {
+            p.push(format!("{}: no test program selected", self.flavour));
+        }
+        if !self.comparison.missing.is_empty() {
+            p.push(format!("{}: {} test(s) missing from a run", self.flavour, self.comparison.missing.len()));
+        }
+        if !self.comparison.differences.is_empty() {
+            p.push(format!(
+                "{}: {} verdict(s) differ between the baseline and the agent live",
+                self.flavour,
+                self.comparison.differences.len()
+            ));
+        }
+        p
+    }
+}
+
+/// Run `cargo xtask selftests`.
+pub fn run(args: &SelftestsArgs) -> anyhow::Result<()> {
+    crate::setup::run(&crate::setup::SetupArgs { kernel: args.kernel.clone(), tools_only: false })?;
+    let runs = selftests(&args.kernel, args.only.as_deref())?;
+    report(&runs);
+    verdict(&runs)
+}
+
+/// Error naming every problem of `runs`, if any.
+pub fn verdict(runs: &[KernelRun]) -> anyhow::Result<()> {
+    let problems: Vec<String> = runs.iter().flat_map(KernelRun::problems).collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("the kernel's bonding selftests failed:\n  {}", problems.join("\n  "))
+    }
+}
+
+/// Build the agent and run the selftests on each kernel of `kernel_arg` (the test bed must be set up).
+pub fn selftests(kernel_arg: &str, only: Option<&str>) -> anyhow::Result<Vec<KernelRun>> {
+    let ks = kernels(kernel_arg)?;
+    testbed(&ks)?;
+    // The same build as the end-to-end suite's (the same packages, so cargo does not rebuild the agent).
+    let exabond = build_all(true)?.exabond;
+    ks.iter().map(|k| run_kernel(k, &exabond, only)).collect()
+}
+
+/// Both boots of kernel `flavour`, at the same time (each VM is one host thread: single-threaded TCG).
+fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Result<KernelRun> {
+    let src = sources(flavour)?;
+    let makefile = src.join(BONDING).join("Makefile");
+    let all =
+        test_programs(&std::fs::read_to_string(&makefile).with_context(|| format!("reading {}", makefile.display()))?);
+    if all.is_empty() {
+        bail!("{} lists no TEST_PROGS", makefile.display());
+    }
+    let tests: Vec<String> = match only {
+        Some(o) => all.iter().filter(|t| o.split(',').any(|p| !p.is_empty() && t.contains(p))).cloned().collect(),
+        None => all.clone(),
+    };
+    if tests.is_empty() {
+        bail!(
+            "--only {}: no test program of kernel {flavour} matches; it has {}",
+            only.unwrap_or_default(),
+            all.join(", ")
+        );
+    }
+    // The VM's limit: every test at its kselftest limit, plus boot and set-up; a hung test is cut at its own.
+    let limit = time_limit(&src) * time_scale()?;
+    let vm_timeout = (limit + 15) * u64::try_from(tests.len()).unwrap_or(u64::MAX / 2) + 600;
+    let vm_timeout = vm_timeout.to_string();
+    let env = [("TB_TIMEOUT", vm_timeout.as_str())];
+    println!(
+        "selftests {flavour}: {} test program(s) from {}, limit {limit}s each (kselftest's x EXABOND_E2E_TIMEOUT_SCALE); baseline and agent-live boots at once",
+        tests.len(),
+        src.display()
+    );
+    let dirs: Vec<_> = [Mode::Baseline, Mode::Agent]
+        .into_iter()
+        .map(|m| stage(flavour, m, &src, exabond, &tests, limit).map(|d| (m, d)))
+        .collect::<anyhow::Result<_>>()?;
+    let echo = |l: &str| l.starts_with("SELFTEST") || l.contains("TESTBED") || is_kernel_crash(l);
+    let start = Instant::now();
+    let mut boots: BTreeMap<&str, anyhow::Result<ModeRun>> = std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|(m, dir)| {
+                let (env, echo, tests) = (&env, &echo, &tests);
+                s.spawn(move || {
+                    let label = format!("{flavour} {}", m.name());
+                    let t0 = Instant::now();
+                    let boot = Boot { label: &label, flavour, append: "", env };
+                    let vm = run_boot(&boot, dir, "run.sh", echo)?;
+                    Ok(ModeRun { vm, results: results(dir, tests), wall: t0.elapsed() })
+                })
+            })
+            .collect();
+        dirs.iter()
+            .zip(handles)
+            .map(|((m, _), h)| (m.name(), h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the VM thread panicked")))))
+            .collect()
+    });
+    let wall = start.elapsed();
+    let mut take = |m: Mode| {
+        boots
+            .remove(m.name())
+            .unwrap_or_else(|| Err(anyhow::anyhow!("no run")))
+            .with_context(|| format!("{flavour} {}", m.name()))
+    };
+    let (baseline, agent) = (take(Mode::Baseline)?, take(Mode::Agent)?);
+    let comparison = compare(&tests, &baseline.results.tests, &agent.results.tests);
+    Ok(KernelRun { flavour: flavour.to_owned(), tests, baseline, agent, comparison, wall })
+}
