@@ -186,6 +186,8 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         source,
     })?;
     let mut ebpf = EbpfLoader::new()
+        // Statistics in the verifier's log: a refused program says how far it got (instructions, states).
+        .verifier_log_level(aya::VerifierLogLevel::STATS)
         .override_global("OFFSETS", &offsets, true)
         .default_map_pin_directory(PIN_DIR)
         .load(OBJECT)

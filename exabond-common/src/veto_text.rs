@@ -104,18 +104,21 @@ const fn text_end(buf: &[u8; TEXT_LEN], count: u64, newline_ends: bool) -> (usiz
 }
 
 /// The first index in `[from, end)` whose byte is (`space`) or is not (`!space`) a space; `end` if none.
+/// The loop counts from `from` (no test of the index against `from`): the verifier then sees one state
+/// per iteration instead of one per (iteration, start) pair.
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 const fn find(buf: &[u8; TEXT_LEN], from: usize, end: usize, space: bool) -> usize {
-    let mut i = 0;
-    while i < TEXT_LEN {
+    let mut k = 0;
+    while k < TEXT_LEN {
+        let i = from + k;
         if i >= end {
             return end;
         }
-        if i >= from && is_kspace(buf[i & (TEXT_LEN - 1)]) == space {
+        if is_kspace(buf[i & (TEXT_LEN - 1)]) == space {
             return i;
         }
-        i += 1;
+        k += 1;
     }
     end
 }
@@ -140,21 +143,20 @@ const fn is_ab_at(buf: &[u8; TEXT_LEN], s: usize) -> bool {
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 const fn is_one_at(buf: &[u8; TEXT_LEN], s: usize, e: usize) -> bool {
     let mut value: u64 = 0;
-    let mut i = 0;
-    while i < TEXT_LEN {
+    let mut k = 0;
+    while k < TEXT_LEN {
+        let i = s + k;
         if i >= e {
             break;
         }
-        if i >= s {
-            // Masked: the index is in range anyway, and the mask keeps the compiler from leaving a bounds
-            // check (a panic path the verifier refuses) after it reshapes the loop.
-            let c = buf[i & (TEXT_LEN - 1)];
-            if !c.is_ascii_digit() {
-                return false;
-            }
-            value = value.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        // Masked: the index is in range anyway, and the mask keeps the compiler from leaving a bounds
+        // check (a panic path the verifier refuses) after it reshapes the loop.
+        let c = buf[i & (TEXT_LEN - 1)];
+        if !c.is_ascii_digit() {
+            return false;
         }
-        i += 1;
+        value = value.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        k += 1;
     }
     value == 1
 }
@@ -188,6 +190,7 @@ pub fn mode_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> ModeText 
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 #[must_use]
+#[expect(clippy::many_single_char_names, reason = "s(tart), e(nd) of the word, k: indices of one scan")]
 pub fn slaves_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> SlavesText {
     let (end, ended) = text_end(buf, count, false);
     let end = scan.keep(0, end);
