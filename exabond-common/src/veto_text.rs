@@ -68,7 +68,7 @@ impl Scan {
         clippy::inline_always,
         reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants"
     )]
-    fn keep(&mut self, slot: usize, value: usize) -> usize {
+    pub fn keep(&mut self, slot: usize, value: usize) -> usize {
         let p = &raw mut self.v[slot & 3];
         // SAFETY: a field of a live exclusive reference.
         unsafe {
@@ -169,11 +169,14 @@ pub fn mode_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> ModeText 
     let (end, ended) = text_end(buf, count, true);
     let end = scan.keep(0, end);
     let s = scan.keep(1, find(buf, 0, end, false));
+    // Each scan's exits refine what the verifier knows of `end` differently: forget it again.
+    let end = scan.keep(0, end);
     if s >= end {
         // Blank: the driver rejects it; unless the text goes on past what was read.
         return if ended { ModeText::Other } else { ModeText::Bound };
     }
     let e = scan.keep(2, find(buf, s, end, true));
+    let (s, end) = (scan.keep(1, s), scan.keep(0, end));
     if e >= end && !ended {
         return ModeText::Bound;
     }
@@ -195,6 +198,7 @@ pub fn slaves_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> SlavesT
     let (end, ended) = text_end(buf, count, false);
     let end = scan.keep(0, end);
     let s = scan.keep(1, find(buf, 0, end, false));
+    let end = scan.keep(0, end);
     if s >= end {
         return if ended { SlavesText::NoEnslave } else { SlavesText::Bound };
     }
@@ -204,6 +208,7 @@ pub fn slaves_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> SlavesT
     // "%16s": '+' and at most 15 characters; the rest of a longer word is not read.
     let limit = if s + 16 < end { s + 16 } else { end };
     let e = scan.keep(2, find(buf, s + 1, limit, true));
+    let (s, end) = (scan.keep(1, s), scan.keep(0, end));
     if e >= end && e < s + 16 && !ended {
         return SlavesText::Bound;
     }

@@ -13,7 +13,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use exabond_common::event::VetoWhat;
 use exabond_common::policy_maps::{ENODEV, EOPNOTSUPP, FILE_MODE, FILE_SLAVES, NAME_LEN};
-use exabond_common::veto_text::{mode_text, slaves_text, ModeText, SlavesText, TEXT_LEN};
+use exabond_common::veto_text::{mode_text, slaves_text, ModeText, Scan, SlavesText, TEXT_LEN};
 
 use crate::kernel::{load_btf, managed_netns, offset, offsets, read, user_regs};
 use crate::veto::veto;
@@ -76,7 +76,7 @@ fn try_file_permission(ctx: &LsmContext) -> u32 {
     };
     // SAFETY: this CPU's slot, used by one program run at a time.
     let scratch = unsafe { &mut *scratch };
-    let count = match written_text(&mut scratch.text) {
+    let count = match written_text(&mut scratch.text, &mut scratch.scan) {
         Err(_) => return veto(VetoWhat::Unparseable, guard.bond_ifindex, 0, EOPNOTSUPP, [0; 16]),
         Ok(None) => return veto(VetoWhat::UncheckedWritePath, guard.bond_ifindex, 0, EOPNOTSUPP, [0; 16]),
         Ok(Some(c)) => c,
@@ -117,7 +117,7 @@ fn try_file_permission(ctx: &LsmContext) -> u32 {
 
 /// Put the first [`TEXT_LEN`] bytes the current syscall writes in `buf` and return its total count;
 /// `None` for a path whose data is not in its arguments. `Err` when user memory cannot be read.
-fn written_text(buf: &mut [u8; 2 * TEXT_LEN]) -> Result<Option<u64>, i64> {
+fn written_text(buf: &mut [u8; 2 * TEXT_LEN], scan: &mut Scan) -> Result<Option<u64>, i64> {
     let o = offsets();
     let regs = user_regs();
     let nr: u64 = read(regs + u64::from(o.pt_regs_orig_ax))?;
@@ -143,6 +143,10 @@ fn written_text(buf: &mut [u8; 2 * TEXT_LEN]) -> Result<Option<u64>, i64> {
             pos += copy_user(buf, pos, base, len)?;
         }
         total = total.saturating_add(len);
+        // Kept in map memory and loaded back: one unknown value each, so the verifier's paths through this
+        // loop (a segment copied or not, a count saturated or not) merge at every iteration.
+        pos = scan.keep(0, pos as usize) as u64;
+        total = scan.keep(1, total as usize) as u64;
         i += 1;
     }
     if u64::from(MAX_IOV) < dx {
