@@ -8,6 +8,7 @@
 //! (`xtask/vm/testbed.sh`, `get_selftests`).
 
 mod report;
+pub mod retry;
 mod stage;
 pub mod verdicts;
 
@@ -21,6 +22,7 @@ use crate::cargo::build_all;
 use crate::setup::{kernels, testbed};
 use crate::vm_run::{is_kernel_crash, run_boot, Boot, VmRun};
 pub use report::report;
+use retry::{merge, to_retry, Retried};
 use stage::{results, sources, stage, time_limit, time_scale, Results, BONDING};
 use verdicts::{compare, test_programs, Comparison};
 
@@ -65,28 +67,48 @@ pub struct ModeRun {
     pub wall: Duration,
 }
 
-/// One kernel: both boots and their comparison.
-pub struct KernelRun {
-    /// Kernel flavour.
-    pub flavour: String,
-    /// The test programs, in the Makefile's order (after `--only`).
-    pub tests: Vec<String>,
+/// One pair of boots (baseline and agent live) running the same test programs at the same time.
+pub struct Pair {
     /// The baseline boot.
     pub baseline: ModeRun,
     /// The agent-live boot.
     pub agent: ModeRun,
-    /// The verdicts compared.
+    /// Their verdicts compared.
     pub comparison: Comparison,
     /// Wall-clock time of the two boots together.
     pub wall: Duration,
 }
 
-impl KernelRun {
-    /// What failed the step on this kernel (empty: passed).
-    pub fn problems(&self) -> Vec<String> {
+/// The second pair of boots, for the test programs whose verdicts differed in the first.
+pub struct RetryRun {
+    /// The test programs run again, and the first pair's differences that called for it.
+    pub retried: Vec<Retried>,
+    /// The second pair (only the retried programs).
+    pub pair: Pair,
+}
+
+/// One kernel: both boots, the retry of what differed, and the comparison that counts.
+pub struct KernelRun {
+    /// Kernel flavour.
+    pub flavour: String,
+    /// The test programs, in the Makefile's order (after `--only`).
+    pub tests: Vec<String>,
+    /// The first pair of boots (every test program).
+    pub first: Pair,
+    /// The second pair, when a verdict differed in the first.
+    pub retry: Option<RetryRun>,
+    /// The comparison that counts: the first pair's, with the retried programs' rows from the second.
+    pub comparison: Comparison,
+    /// Wall-clock time of every boot of this kernel.
+    pub wall: Duration,
+}
+
+impl Pair {
+    /// What went wrong with the boots themselves (not the verdicts), each naming `who`.
+    fn problems(&self, who: &str) -> Vec<String> {
         let mut p = Vec::new();
         for (m, r) in [(Mode::Baseline, &self.baseline), (Mode::Agent, &self.agent)] {
-            let who = format!("{} {}", self.flavour, m.name());
+            let who = format!("{who} {}", m.name());
             if r.vm.kernel.is_empty() {
                 p.push(format!("{who}: the VM did not boot (exit {})", r.vm.rc));
             } else if r.vm.rc != 0 {
@@ -104,9 +126,19 @@ impl KernelRun {
         }
         if self.agent.results.agent_final.as_deref() != Some("ok") {
             p.push(format!(
-                "{} agent: the agent was not alive and managing its bond with the vetoes in force at the end",
-                self.flavour
+                "{who} agent: the agent was not alive and managing its bond with the vetoes in force at the end"
             ));
+        }
+        p
+    }
+}
+
+impl KernelRun {
+    /// What failed the step on this kernel (empty: passed).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = self.first.problems(&self.flavour);
+        if let Some(r) = &self.retry {
+            p.extend(r.pair.problems(&format!("{} (retry)", self.flavour)));
         }
         if self.tests.is_empty() {
             p.push(format!("{}: no test program selected", self.flavour));
@@ -172,19 +204,71 @@ fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Resu
             all.join(", ")
         );
     }
-    // The VM's limit: every test at its kselftest limit, plus boot and set-up; a hung test is cut at its own.
     let limit = time_limit(&src) * time_scale()?;
-    let vm_timeout = (limit + 15) * u64::try_from(tests.len()).unwrap_or(u64::MAX / 2) + 600;
-    let vm_timeout = vm_timeout.to_string();
-    let env = [("TB_TIMEOUT", vm_timeout.as_str())];
     println!(
         "selftests {flavour}: {} test program(s) from {}, limit {limit}s each (kselftest's x EXABOND_E2E_TIMEOUT_SCALE); baseline and agent-live boots at once",
         tests.len(),
         src.display()
     );
+    let start = Instant::now();
+    let first = run_pair(flavour, "", exabond, &src, &tests, limit)?;
+    let retried = to_retry(&tests, &first.comparison);
+    let broken = first.problems(flavour);
+    let (retry, comparison) = if retried.is_empty() {
+        (None, first.comparison.clone())
+    } else if !broken.is_empty() {
+        // The step fails on the boots themselves: a retry would cost minutes and change nothing.
+        println!(
+            "selftests {flavour}: not retrying {} test program(s) whose verdicts differ: the first pair failed ({})",
+            retried.len(),
+            broken.join("; ")
+        );
+        (None, first.comparison.clone())
+    } else {
+        let again: Vec<String> = retried.iter().map(|r| r.test.clone()).collect();
+        for r in &retried {
+            let why: Vec<String> = r
+                .why
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{}: baseline {}, agent live {}",
+                        w.subtest.as_deref().unwrap_or("exit code"),
+                        w.baseline,
+                        w.agent
+                    )
+                })
+                .collect();
+            println!(
+                "selftests {flavour}: retrying {} in both boots: its verdicts differed ({})",
+                r.test,
+                why.join("; ")
+            );
+        }
+        let pair = run_pair(flavour, "-retry", exabond, &src, &again, limit)?;
+        let comparison = merge(&first.comparison, &retried, &pair.comparison);
+        (Some(RetryRun { retried, pair }), comparison)
+    };
+    Ok(KernelRun { flavour: flavour.to_owned(), tests, first, retry, comparison, wall: start.elapsed() })
+}
+
+/// Both boots of kernel `flavour` running `tests`, at the same time (each VM is one host thread:
+/// single-threaded TCG), staged in `<flavour>-<mode><suffix>`.
+fn run_pair(
+    flavour: &str,
+    suffix: &str,
+    exabond: &Path,
+    src: &Path,
+    tests: &[String],
+    limit: u64,
+) -> anyhow::Result<Pair> {
+    // The VM's limit: every test at its kselftest limit, plus boot and set-up; a hung test is cut at its own.
+    let vm_timeout = (limit + 15) * u64::try_from(tests.len()).unwrap_or(u64::MAX / 2) + 600;
+    let vm_timeout = vm_timeout.to_string();
+    let env = [("TB_TIMEOUT", vm_timeout.as_str())];
     let dirs: Vec<_> = [Mode::Baseline, Mode::Agent]
         .into_iter()
-        .map(|m| stage(flavour, m, &src, exabond, &tests, limit).map(|d| (m, d)))
+        .map(|m| stage(flavour, m, suffix, src, exabond, tests, limit).map(|d| (m, d)))
         .collect::<anyhow::Result<_>>()?;
     let echo = |l: &str| l.starts_with("SELFTEST") || l.contains("TESTBED") || is_kernel_crash(l);
     let start = Instant::now();
@@ -192,9 +276,9 @@ fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Resu
         let handles: Vec<_> = dirs
             .iter()
             .map(|(m, dir)| {
-                let (env, echo, tests) = (&env, &echo, &tests);
+                let (env, echo) = (&env, &echo);
                 s.spawn(move || {
-                    let label = format!("{flavour} {}", m.name());
+                    let label = format!("{flavour}{suffix} {}", m.name());
                     let t0 = Instant::now();
                     let boot = Boot { label: &label, flavour, append: "", env };
                     let vm = run_boot(&boot, dir, "run.sh", echo)?;
@@ -212,9 +296,9 @@ fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Resu
         boots
             .remove(m.name())
             .unwrap_or_else(|| Err(anyhow::anyhow!("no run")))
-            .with_context(|| format!("{flavour} {}", m.name()))
+            .with_context(|| format!("{flavour}{suffix} {}", m.name()))
     };
     let (baseline, agent) = (take(Mode::Baseline)?, take(Mode::Agent)?);
-    let comparison = compare(&tests, &baseline.results.tests, &agent.results.tests);
-    Ok(KernelRun { flavour: flavour.to_owned(), tests, baseline, agent, comparison, wall })
+    let comparison = compare(tests, &baseline.results.tests, &agent.results.tests);
+    Ok(Pair { baseline, agent, comparison, wall })
 }
