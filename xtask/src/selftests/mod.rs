@@ -1,8 +1,9 @@
 //! `cargo xtask selftests`: the kernel's own bonding selftests (`tools/testing/selftests/drivers/net/bonding`
 //! of the test kernel's Debian sources, unchanged) run twice on each kernel, in two VMs booted at the same
 //! time — a baseline with nothing else loaded, and one with the agent live, managing a bond of its own with
-//! the BPF LSM vetoes on — and every verdict compared. A verdict that differs, a test missing from a run, a
-//! VM that does not boot or report, or an agent that stopped managing its bond fails the step.
+//! the BPF LSM vetoes on — and every verdict compared. The test programs whose verdicts differ run again in a
+//! second pair of boots, which decides for them (`retry`). A verdict that still differs, a test missing from
+//! a run, a VM that does not boot or report, or an agent that stopped managing its bond fails the step.
 //!
 //! The guest side is `xtask/vm/selftests-guest.sh`; the sources are cached by the set-up
 //! (`xtask/vm/testbed.sh`, `get_selftests`).
