@@ -37,6 +37,11 @@ pub struct SelftestsArgs {
     /// `bond_options` or `mode-1,lladdr`): for development. CI runs them all.
     #[arg(long, value_name = "PATTERN")]
     pub only: Option<String>,
+    /// Leave the agent out: the second boot runs the baseline too. For development — it measures the
+    /// tests' own flakiness and exercises the comparison and the retry when the agent cannot run. Not a
+    /// verdict on the agent (the step then says so and fails).
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
 /// The two boots of a kernel.
@@ -56,6 +61,14 @@ impl Mode {
             Self::Agent => "agent",
         }
     }
+
+    /// The staging folder's name of the second boot of a pair running `self` (`--no-agent`: "baseline2").
+    fn second_label(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline2",
+            Self::Agent => "agent",
+        }
+    }
 }
 
 /// One boot: its VM run and what the guest left.
@@ -72,8 +85,10 @@ pub struct ModeRun {
 pub struct Pair {
     /// The baseline boot.
     pub baseline: ModeRun,
-    /// The agent-live boot.
+    /// The agent-live boot (`--no-agent`: a second baseline).
     pub agent: ModeRun,
+    /// What the second boot ran: `Mode::Agent`, or `Mode::Baseline` with `--no-agent`.
+    pub second: Mode,
     /// Their verdicts compared.
     pub comparison: Comparison,
     /// Wall-clock time of the two boots together.
@@ -125,7 +140,9 @@ impl Pair {
                 p.push(format!("{who}: the guest kernel crashed"));
             }
         }
-        if self.agent.results.agent_final.as_deref() != Some("ok") {
+        if self.second == Mode::Baseline {
+            p.push(format!("{who}: --no-agent: both boots ran the baseline, the agent was not tested"));
+        } else if self.agent.results.agent_final.as_deref() != Some("ok") {
             p.push(format!(
                 "{who} agent: the agent was not alive and managing its bond with the vetoes in force at the end"
             ));
@@ -161,7 +178,8 @@ impl KernelRun {
 /// Run `cargo xtask selftests`.
 pub fn run(args: &SelftestsArgs) -> anyhow::Result<()> {
     crate::setup::run(&crate::setup::SetupArgs { kernel: args.kernel.clone(), tools_only: false })?;
-    let runs = selftests(&args.kernel, args.only.as_deref())?;
+    let second = if args.no_agent { Mode::Baseline } else { Mode::Agent };
+    let runs = selftests(&args.kernel, args.only.as_deref(), second)?;
     report(&runs);
     verdict(&runs)
 }
@@ -176,17 +194,18 @@ pub fn verdict(runs: &[KernelRun]) -> anyhow::Result<()> {
     }
 }
 
-/// Build the agent and run the selftests on each kernel of `kernel_arg` (the test bed must be set up).
-pub fn selftests(kernel_arg: &str, only: Option<&str>) -> anyhow::Result<Vec<KernelRun>> {
+/// Build the agent and run the selftests on each kernel of `kernel_arg` (the test bed must be set up); the
+/// second boot of each pair runs `second` (`Mode::Agent`, or `Mode::Baseline` for `--no-agent`).
+pub fn selftests(kernel_arg: &str, only: Option<&str>, second: Mode) -> anyhow::Result<Vec<KernelRun>> {
     let ks = kernels(kernel_arg)?;
     testbed(&ks)?;
     // The same build as the end-to-end suite's (the same packages, so cargo does not rebuild the agent).
     let exabond = build_all(true)?.exabond;
-    ks.iter().map(|k| run_kernel(k, &exabond, only)).collect()
+    ks.iter().map(|k| run_kernel(k, &exabond, only, second)).collect()
 }
 
 /// Both boots of kernel `flavour`, at the same time (each VM is one host thread: single-threaded TCG).
-fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Result<KernelRun> {
+fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>, second: Mode) -> anyhow::Result<KernelRun> {
     let src = sources(flavour)?;
     let makefile = src.join(BONDING).join("Makefile");
     let all =
@@ -212,7 +231,7 @@ fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Resu
         src.display()
     );
     let start = Instant::now();
-    let first = run_pair(flavour, "", exabond, &src, &tests, limit)?;
+    let first = run_pair(flavour, "", exabond, &src, &tests, limit, second)?;
     let retried = to_retry(&tests, &first.comparison);
     let broken = first.problems(flavour);
     let (retry, comparison) = if retried.is_empty() {
@@ -246,7 +265,7 @@ fn run_kernel(flavour: &str, exabond: &Path, only: Option<&str>) -> anyhow::Resu
                 why.join("; ")
             );
         }
-        let pair = run_pair(flavour, "-retry", exabond, &src, &again, limit)?;
+        let pair = run_pair(flavour, "-retry", exabond, &src, &again, limit, second)?;
         let comparison = merge(&first.comparison, &retried, &pair.comparison);
         (Some(RetryRun { retried, pair }), comparison)
     };
@@ -262,24 +281,27 @@ fn run_pair(
     src: &Path,
     tests: &[String],
     limit: u64,
+    second: Mode,
 ) -> anyhow::Result<Pair> {
     // The VM's limit: every test at its kselftest limit, plus boot and set-up; a hung test is cut at its own.
     let vm_timeout = (limit + 15) * u64::try_from(tests.len()).unwrap_or(u64::MAX / 2) + 600;
     let vm_timeout = vm_timeout.to_string();
     let env = [("TB_TIMEOUT", vm_timeout.as_str())];
-    let dirs: Vec<_> = [Mode::Baseline, Mode::Agent]
+    let dirs: Vec<_> = [(Mode::Baseline, Mode::Baseline.name()), (second, second.second_label())]
         .into_iter()
-        .map(|m| stage(flavour, m, suffix, src, exabond, tests, limit).map(|d| (m, d)))
+        .map(|(m, label)| {
+            stage(flavour, m, &format!("{label}{suffix}"), src, exabond, tests, limit).map(|d| (label, d))
+        })
         .collect::<anyhow::Result<_>>()?;
     let echo = |l: &str| l.starts_with("SELFTEST") || l.contains("TESTBED") || is_kernel_crash(l);
     let start = Instant::now();
     let mut boots: BTreeMap<&str, anyhow::Result<ModeRun>> = std::thread::scope(|s| {
         let handles: Vec<_> = dirs
             .iter()
-            .map(|(m, dir)| {
+            .map(|(name, dir)| {
                 let (env, echo) = (&env, &echo);
                 s.spawn(move || {
-                    let label = format!("{flavour}{suffix} {}", m.name());
+                    let label = format!("{flavour}{suffix} {name}");
                     let t0 = Instant::now();
                     let boot = Boot { label: &label, flavour, append: "", env };
                     let vm = run_boot(&boot, dir, "run.sh", echo)?;
@@ -289,17 +311,17 @@ fn run_pair(
             .collect();
         dirs.iter()
             .zip(handles)
-            .map(|((m, _), h)| (m.name(), h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the VM thread panicked")))))
+            .map(|((name, _), h)| (*name, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the VM thread panicked")))))
             .collect()
     });
     let wall = start.elapsed();
-    let mut take = |m: Mode| {
+    let mut take = |name: &str| {
         boots
-            .remove(m.name())
+            .remove(name)
             .unwrap_or_else(|| Err(anyhow::anyhow!("no run")))
-            .with_context(|| format!("{flavour}{suffix} {}", m.name()))
+            .with_context(|| format!("{flavour}{suffix} {name}"))
     };
-    let (baseline, agent) = (take(Mode::Baseline)?, take(Mode::Agent)?);
+    let (baseline, agent) = (take(Mode::Baseline.name())?, take(second.second_label())?);
     let comparison = compare(tests, &baseline.results.tests, &agent.results.tests);
-    Ok(Pair { baseline, agent, comparison, wall })
+    Ok(Pair { baseline, agent, second, comparison, wall })
 }

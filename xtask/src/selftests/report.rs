@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::retry::persisted;
 use super::verdicts::Row;
-use super::{KernelRun, ModeRun, Pair};
+use super::{KernelRun, Mode, ModeRun, Pair};
 
 fn mmss(d: Duration) -> String {
     let s = d.as_secs();
@@ -36,7 +36,8 @@ fn rows(title: &str, rows: &[Row]) {
 /// The table of one pair's test programs, the harness errors, the guests' kernel warnings and the agent's
 /// checks; `differs`: whether a program's verdicts differ in the comparison that counts.
 fn pair_table(tests: &[String], p: &Pair, differs: &dyn Fn(&str) -> bool) {
-    println!("  {:<34} {:<24} {:<24}", "test program", "baseline", "agent live");
+    let second = if p.second == Mode::Baseline { "baseline 2 (--no-agent)" } else { "agent live" };
+    println!("  {:<34} {:<24} {:<24}", "test program", "baseline", second);
     for t in tests {
         let (b, a) = (verdict(&p.baseline, t), verdict(&p.agent, t));
         let mark = if differs(t) { "  <- DIFFERS" } else { "" };
