@@ -55,6 +55,7 @@ fn pair_table(tests: &[String], p: &Pair, differs: &dyn Fn(&str) -> bool) {
         println!("  agent check: {n}");
     }
     match p.agent.results.agent_final.as_deref() {
+        _ if p.second == Mode::Baseline => println!("  agent: left out (--no-agent)"),
         Some("ok") => println!("  agent at the end: alive, exabondst0 managed, vetoes in force"),
         other => println!("  agent at the end: NOT OK ({})", other.unwrap_or("no final check: see the log above")),
     }
