@@ -140,9 +140,7 @@ impl Pair {
                 p.push(format!("{who}: the guest kernel crashed"));
             }
         }
-        if self.second == Mode::Baseline {
-            p.push(format!("{who}: --no-agent: both boots ran the baseline, the agent was not tested"));
-        } else if self.agent.results.agent_final.as_deref() != Some("ok") {
+        if self.second == Mode::Agent && self.agent.results.agent_final.as_deref() != Some("ok") {
             p.push(format!(
                 "{who} agent: the agent was not alive and managing its bond with the vetoes in force at the end"
             ));
@@ -155,6 +153,9 @@ impl KernelRun {
     /// What failed the step on this kernel (empty: passed).
     pub fn problems(&self) -> Vec<String> {
         let mut p = self.first.problems(&self.flavour);
+        if self.first.second == Mode::Baseline {
+            p.push(format!("{}: --no-agent: both boots ran the baseline, the agent was not tested", self.flavour));
+        }
         if let Some(r) = &self.retry {
             p.extend(r.pair.problems(&format!("{} (retry)", self.flavour)));
         }
