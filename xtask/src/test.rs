@@ -30,7 +30,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if let Some(only) = &args.only {
         let (groups, with_selftests) = split_only(only);
         let runs = if groups.is_empty() { Vec::new() } else { e2e(&args.kernel, Some(&groups))? };
-        let st = if with_selftests { selftests(&args.kernel, None)? } else { Vec::new() };
+        let st = if with_selftests { selftests(&args.kernel, None, selftests::Mode::Agent)? } else { Vec::new() };
         if !runs.is_empty() {
             report(&runs);
         }
@@ -52,7 +52,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // timing goals are never asserted.
     let smoke = crate::bench::smoke();
     // The kernel's own bonding selftests, with and without the agent (about 15 minutes: 6.12's take 13).
-    let st = selftests(&args.kernel, None);
+    let st = selftests(&args.kernel, None, selftests::Mode::Agent);
     // The verdicts come last, so the tail of a long CI log names what failed.
     report(&runs);
     println!("vm: {p} passed, {f} failed");

@@ -63,7 +63,8 @@ DIR=/tmp/kselftest/tools/testing/selftests/drivers/net/bonding
 LIMIT=${SELFTEST_LIMIT:-$(sed -n 's/^timeout=//p' "$DIR/settings" 2>/dev/null)}
 LIMIT=${LIMIT:-45} # kselftest's default
 
-status_json() { ./exabond status --json 2>/dev/null; }
+# Bounded: a control socket that accepts and never answers must not hang the harness.
+status_json() { timeout 20 ./exabond status --json 2>/dev/null; }
 
 # The agent (AGENT_PID) manages $BOND with the BPF LSM vetoes on, and the bond's page is fresh and its own.
 # (jq 1.6's -e exits 0 on empty input: the answer is compared instead.)

@@ -44,18 +44,20 @@ pub fn time_scale() -> anyhow::Result<u64> {
     }
 }
 
-/// A fresh folder for one boot: the selftests (`src/`, copied with their symlinks), the guest script, the
+/// A fresh folder for one boot running `mode`, `<flavour>-<name>` (`name`: the mode's name, or "baseline2"
+/// for `--no-agent`'s second baseline; "-retry" appended for the second pair): the selftests (`src/`, copied with their symlinks), the guest script, the
 /// agent for `Mode::Agent`, and `run.sh`, the script the test bed runs, naming the tests and their time
 /// limit (seconds).
 pub fn stage(
     flavour: &str,
     mode: Mode,
+    name: &str,
     src: &Path,
     exabond: &Path,
     tests: &[String],
     limit: u64,
 ) -> anyhow::Result<PathBuf> {
-    let dir = target_dir().join("selftests").join(format!("{flavour}-{}", mode.name()));
+    let dir = target_dir().join("selftests").join(format!("{flavour}-{name}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;
     }

@@ -124,7 +124,7 @@ pub struct Row {
 }
 
 /// Baseline and agent-live runs of the same tests, compared.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Comparison {
     /// Verdicts that differ between the runs: each fails the step.
     pub differences: Vec<Row>,
