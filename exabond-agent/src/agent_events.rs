@@ -140,6 +140,13 @@ pub enum AgentEvent {
         /// Why it is degraded (empty when ok).
         reasons: Vec<String>,
     },
+    /// The failover kprobes were detached (the bonding module went) or attached again.
+    FailoverProbe {
+        /// `attached` or `detached`.
+        state: &'static str,
+        /// Why they are detached (empty when attached).
+        reason: String,
+    },
     /// A managed bond keeps the MAC address of a device that has left it.
     MacPitfall {
         /// Bond.

@@ -57,7 +57,7 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
     let bonding = Btf::from_split_file(&bonding_path, &vmlinux).map_err(|source| OffsetsError::Btf {
         path: bonding_path,
         source,
-        hint: " (is the bonding module loaded? `modprobe bonding`)",
+        hint: " (the bonding module is not loaded: the agent needs its BTF for struct offsets and refuses to start without it; load it first with `modprobe bonding max_bonds=0`, then start the agent)",
     })?;
     Ok(KernelOffsets {
         bonding_dev: member_offset(&bonding, "bonding", "dev")?,

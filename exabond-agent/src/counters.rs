@@ -1,11 +1,12 @@
 //! What enforcement had to put right, counted for `exabond status` and the metrics: bypasses (a forbidden
 //! member or mode found on a managed bond and repaired), rtnetlink resynchronisations after lost
 //! notifications, self-check repairs; and whether enforcement is degraded (a self-check finding that could
-//! not be repaired).
+//! not be repaired); the state of the failover kprobes and how often they were attached again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::failover_probes::ProbeState;
 use crate::pi_mutex::{PiMutex, PiMutexGuard};
 use crate::shared::LEAF;
 
@@ -19,6 +20,10 @@ pub struct Counters {
     repairs: PiMutex<BTreeMap<&'static str, u64>>,
     /// Why enforcement is degraded (empty: it is not), from the last self-check.
     degraded: PiMutex<Vec<String>>,
+    /// The failover kprobes: attached, detached (and why) or off.
+    probe: PiMutex<ProbeState>,
+    /// Times the kprobes were attached again after the bonding module was loaded again.
+    probe_reattaches: AtomicU64,
     /// Held while bypasses are repaired, so two tasks that saw the same one repair (and count) it once.
     repairing: PiMutex<()>,
 }
@@ -30,6 +35,8 @@ impl Default for Counters {
             resyncs: AtomicU64::new(0),
             repairs: PiMutex::with_rank(BTreeMap::new(), LEAF),
             degraded: PiMutex::with_rank(Vec::new(), LEAF),
+            probe: PiMutex::with_rank(ProbeState::Off, LEAF),
+            probe_reattaches: AtomicU64::new(0),
             repairing: PiMutex::with_rank((), LEAF),
         }
     }
@@ -90,6 +97,31 @@ impl Counters {
         let changed = d.is_empty() != reasons.is_empty() || *d != reasons;
         *d = reasons;
         changed
+    }
+
+    /// Record the state of the failover probes; returns whether it changed.
+    pub fn set_probe(&self, state: ProbeState) -> bool {
+        let mut p = self.probe.lock();
+        let changed = *p != state;
+        *p = state;
+        changed
+    }
+
+    /// The state of the failover probes.
+    #[must_use]
+    pub fn probe(&self) -> ProbeState {
+        self.probe.lock().clone()
+    }
+
+    /// Count one re-attach of the kprobes.
+    pub fn count_probe_reattach(&self) {
+        self.probe_reattaches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Re-attaches of the kprobes so far.
+    #[must_use]
+    pub fn probe_reattaches(&self) -> u64 {
+        self.probe_reattaches.load(Ordering::Relaxed)
     }
 
     /// Why enforcement is degraded (empty: it is not).

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::kprobe::KProbeLinkId;
 use aya::programs::{links::FdLink, KProbe, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 use exabond_common::policy_maps::{AgentId, DevKey, GuardedFile, NameKey, PageInode, PIN_DIR};
@@ -108,7 +109,15 @@ pub struct Loaded {
     pub maps: EnforcementMaps,
     /// Whether the LSM programs are attached (false when the BPF LSM is not active).
     pub lsm: bool,
+    /// The struct offsets baked into the object (`OFFSETS`).
+    pub offsets: exabond_common::offsets::KernelOffsets,
+    /// The kprobes on bonding functions, in [`KPROBES`] order: their links go with the module.
+    pub kprobe_links: Vec<KProbeLinkId>,
 }
+
+/// The kprobes on functions of the bonding module: (program, kernel function).
+pub const KPROBES: [(&str, &str); 2] =
+    [("bond_change_active_slave", FAILOVER_FN), ("bond_option_mode_set", MODE_SET_FN)];
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
@@ -117,16 +126,39 @@ where
     T::try_from(ebpf.take_map(name).ok_or(LoadError::Missing(name))?).map_err(|source| LoadError::Map { name, source })
 }
 
-fn kprobe(ebpf: &mut Ebpf, name: &'static str, func: &str) -> Result<(), LoadError> {
-    let what = || format!("kprobe {func}");
-    let prog: &mut KProbe = ebpf
-        .program_mut(name)
+fn kprobe_program<'a>(ebpf: &'a mut Ebpf, name: &'static str, func: &str) -> Result<&'a mut KProbe, LoadError> {
+    ebpf.program_mut(name)
         .ok_or(LoadError::Missing(name))?
         .try_into()
-        .map_err(|source| LoadError::Program { what: what(), source })?;
+        .map_err(|source| LoadError::Program { what: format!("kprobe {func}"), source })
+}
+
+fn kprobe(ebpf: &mut Ebpf, name: &'static str, func: &str) -> Result<KProbeLinkId, LoadError> {
+    let what = || format!("kprobe {func}");
+    let prog = kprobe_program(ebpf, name, func)?;
     prog.load().map_err(|source| LoadError::Program { what: what(), source })?;
-    prog.attach(func, 0).map_err(|source| LoadError::Program { what: what(), source })?;
-    Ok(())
+    prog.attach(func, 0).map_err(|source| LoadError::Program { what: what(), source })
+}
+
+/// Attach the (loaded) kprobe `name` at `func` again, after the bonding module was unloaded and loaded
+/// again (a kprobe on a module function goes with the module). The old link, if any, is detached first;
+/// an error detaching it (its probe already gone) is ignored.
+///
+/// # Errors
+/// [`LoadError`] if the program is missing or the attach fails.
+pub fn reattach_kprobe(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    func: &str,
+    old: Option<KProbeLinkId>,
+) -> Result<KProbeLinkId, LoadError> {
+    let prog = kprobe_program(ebpf, name, func)?;
+    if let Some(id) = old {
+        if let Err(e) = prog.detach(id) {
+            tracing::debug!(func, "detaching the old kprobe link: {e}");
+        }
+    }
+    prog.attach(func, 0).map_err(|source| LoadError::Program { what: format!("kprobe {func}"), source })
 }
 
 /// Path of the pinned link of an LSM hook.
@@ -192,8 +224,10 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         .default_map_pin_directory(PIN_DIR)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
-    kprobe(&mut ebpf, "bond_change_active_slave", FAILOVER_FN)?;
-    kprobe(&mut ebpf, "bond_option_mode_set", MODE_SET_FN)?;
+    let mut kprobe_links = Vec::with_capacity(KPROBES.len());
+    for (name, func) in KPROBES {
+        kprobe_links.push(kprobe(&mut ebpf, name, func)?);
+    }
     if with_lsm {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         for hook in LSM_HOOKS {
@@ -218,7 +252,7 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         agent: take(&mut ebpf, "AGENT")?,
         managed_netns: take(&mut ebpf, "MANAGED_NETNS")?,
     };
-    Ok(Loaded { ebpf, events, maps, lsm: with_lsm })
+    Ok(Loaded { ebpf, events, maps, lsm: with_lsm, offsets, kprobe_links })
 }
 
 /// This process as the page guard names it: its PID namespace (device in the kernel's encoding, inode)

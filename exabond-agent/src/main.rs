@@ -15,6 +15,7 @@ mod enforcement;
 mod event_loop;
 mod exanic;
 mod exit_code;
+mod failover_probes;
 mod ifname;
 mod mac_pitfall;
 mod manage;

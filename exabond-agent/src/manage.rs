@@ -147,7 +147,11 @@ pub fn status(shared: &Shared) -> String {
         })
         .collect();
     let degraded = shared.counters.degraded();
+    let probe = shared.counters.probe();
     serde_json::json!({
+        "failover_probe": probe.as_str(),
+        "failover_probe_reason": probe.reason(),
+        "failover_probe_reattaches": shared.counters.probe_reattaches(),
         "agent_pid": std::process::id(),
         "enforcement": mode,
         "degraded": !degraded.is_empty(),

@@ -17,6 +17,8 @@
 //! | `exabond_netlink_resyncs_total` | counter | — | full resynchronisations after rtnetlink notifications were lost (receive buffer overrun) |
 //! | `exabond_self_check_repairs_total` | counter | `what` | pins re-pinned (`pin`) and map entries rewritten (`map`) by the self-check |
 //! | `exabond_enforcement_degraded` | gauge | — | 1 while the self-check finds something it cannot repair (see `exabond status`), else 0 |
+//! | `exabond_failover_probe_attached` | gauge | — | 1 while the failover kprobe is attached to the loaded bonding module; 0 while the module is absent, after a reload it could not be attached to (see `exabond status`), or without eBPF |
+//! | `exabond_failover_probe_reattaches_total` | counter | — | times the kprobes were attached again after the bonding module was loaded again |
 //! | `exabond_mac_pitfalls` | gauge | `bond` | devices outside the bond that own its MAC (see `mac_pitfall`); 0 is healthy |
 
 use std::net::SocketAddr;
@@ -80,6 +82,10 @@ pub struct Sample {
     pub repairs: Vec<(&'static str, u64)>,
     /// Enforcement degraded.
     pub degraded: bool,
+    /// The failover kprobe attached.
+    pub probe_attached: bool,
+    /// Re-attaches of the kprobes.
+    pub probe_reattaches: u64,
 }
 
 impl Sample {
@@ -118,6 +124,8 @@ impl Sample {
             resyncs: c.resyncs(),
             repairs: c.repairs(),
             degraded: !c.degraded().is_empty(),
+            probe_attached: c.probe() == crate::failover_probes::ProbeState::Attached,
+            probe_reattaches: c.probe_reattaches(),
         }
     }
 
@@ -174,6 +182,20 @@ impl Sample {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(self.degraded)).encode(m)?;
+        let m = enc.encode_descriptor(
+            "exabond_failover_probe_attached",
+            "1 while the failover kprobe is attached to the loaded bonding module, else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.probe_attached)).encode(m)?;
+        let m = enc.encode_descriptor(
+            "exabond_failover_probe_reattaches",
+            "Times the kprobes were attached again after the bonding module was loaded again.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.probe_reattaches).encode(m)?;
         Ok(())
     }
 }
@@ -384,6 +406,8 @@ mod tests {
             resyncs: 2,
             repairs: vec![("pin", 1)],
             degraded: true,
+            probe_attached: false,
+            probe_reattaches: 5,
         }
     }
 
@@ -417,6 +441,8 @@ mod tests {
             "exabond_netlink_resyncs_total 2",
             "exabond_self_check_repairs_total{what=\"pin\"} 1",
             "exabond_enforcement_degraded 1",
+            "exabond_failover_probe_attached 0",
+            "exabond_failover_probe_reattaches_total 5",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -5,7 +5,8 @@
 //! entry changed behind its back is rewritten (`Enforcement::audit_maps`). Each repair is logged at error
 //! level, counted (`exabond_self_check_repairs_total{what}`) and sent to `exabond watch`. What cannot be
 //! repaired makes enforcement *degraded* (`exabond status`, `exabond_enforcement_degraded`, a `watch`
-//! event) until a later check finds it right again.
+//! event) until a later check finds it right again. The same task keeps the failover kprobes attached
+//! across a reload of the bonding module (`failover_probes.rs`).
 
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -149,14 +150,24 @@ pub fn check_once(shared: &Shared, pins: Option<&Pins>) {
     }
 }
 
-/// Run the self-check every [`EVERY`] until `cancel`.
-pub async fn run(shared: Arc<Shared>, pins: Option<Pins>, cancel: CancellationToken) {
+/// Run the self-check every [`EVERY`] until `cancel`; with the kprobes on the bonding module, which it
+/// attaches again when the module is loaded again ([`crate::failover_probes`]). The object (and with it
+/// the kprobes) is dropped when the task ends.
+pub async fn run(
+    shared: Arc<Shared>,
+    pins: Option<Pins>,
+    mut probes: Option<crate::failover_probes::Probes>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(EVERY) => {}
         }
         check_once(&shared, pins.as_ref());
+        if let Some(p) = probes.as_mut() {
+            p.check(&shared);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod lab;
 mod monitor;
 mod operate;
 mod pages;
+mod reload;
 mod rtnl_raw;
 mod scenario;
 mod smartnic;
@@ -61,7 +62,8 @@ fn main() -> ExitCode {
     let on = |group: &str| only.split(',').any(|p| group.contains(p));
     match mode.as_str() {
         "test" => {
-            let groups: [(&str, &Group); 7] = [
+            // `reload` last: it unloads the bonding module.
+            let groups: [(&str, &Group); 8] = [
                 ("scenario", &|s| scenario::run(&exabond, false, s)),
                 ("monitor", &|s| monitor::run(&exabond, s)),
                 ("enforce", &|s| enforce::run(&exabond, s)),
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
                 ("pages", &|s| pages::run(&exabond, s)),
                 ("smartnic", &|s| smartnic::run(&exabond, s)),
                 ("hostile", &|s| hostile::run(&exabond, s)),
+                ("reload", &|s| reload::run(&exabond, s)),
             ];
             for (name, group) in groups {
                 if on(name) {

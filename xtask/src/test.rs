@@ -15,7 +15,7 @@ pub struct TestArgs {
     #[arg(long, default_value = "all")]
     pub kernel: String,
     /// Run only the end-to-end groups whose name contains PATTERN, or one of a comma-separated list
-    /// (scenario, monitor, enforce, operate, pages, smartnic, hostile; the boots without the BPF LSM run
+    /// (scenario, monitor, enforce, operate, pages, smartnic, hostile, reload; the boots without the BPF LSM run
     /// enforce and pages; `selftests`: the kernel's bonding selftests, see `cargo xtask selftests`), and skip
     /// the host tests and the bench smoke: one group on one kernel in a few minutes, for development. CI runs
     /// everything.

@@ -165,9 +165,9 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|_| crate::self_check::Pins::open(std::path::Path::new(exabond_common::policy_maps::PIN_DIR)));
     // `ebpf` keeps the kprobes attached; the ring buffer moves to the event thread.
-    let (mut ebpf, mut maps, events) = match loaded {
-        Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events)),
-        None => (None, None, None),
+    let (mut ebpf, mut maps, events, kprobes) = match loaded {
+        Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events), Some((l.kprobe_links, l.offsets))),
+        None => (None, None, None, None),
     };
     // Before any page is opened: the page guard refuses writes by anyone but the registered agent.
     if let Some(m) = maps.as_mut() {
@@ -211,13 +211,19 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
     let tracker = spawn_tasks(&shared, cfg, link_socket, page_watch, metrics_listener, listener, &cancel);
-    tracker.spawn(crate::self_check::run(shared.clone(), pins, cancel.clone()));
+    let with_ebpf = ebpf.is_some();
+    // The self-check task owns the object from now on: it attaches the kprobes again after a reload of the
+    // bonding module, and drops them (the pinned LSM links stay) when it ends.
+    let probes = ebpf.take().zip(kprobes).map(|(e, (links, offsets))| {
+        crate::failover_probes::Probes::new(&shared, e, links, offsets, args.btf_dir.clone())
+    });
+    tracker.spawn(crate::self_check::run(shared.clone(), pins, probes, cancel.clone()));
     tracing::info!(
         bonds = ?names,
         page_dir = %cfg.page_dir.display(),
         socket = %cfg.socket.display(),
         metrics = ?cfg.metrics_addr,
-        ebpf = ebpf.is_some(),
+        ebpf = with_ebpf,
         enforcement = mode.as_str(),
         "exabond agent running"
     );
@@ -230,7 +236,6 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     if let Some(t) = events_thread {
         let _ = t.join();
     }
-    drop(ebpf);
     if args.release {
         ebpf_loader::release_pins();
         tracing::info!("--release: pinned programs and maps removed; enforcement ends now");

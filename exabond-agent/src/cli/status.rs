@@ -29,6 +29,9 @@ fn print_header(out: &Value) {
             .unwrap_or_default();
         println!("ENFORCEMENT DEGRADED: {}", reasons.join("; "));
     }
+    if out["failover_probe"] == "detached" {
+        println!("FAILOVER PROBE DETACHED: {}", out["failover_probe_reason"].as_str().unwrap_or("?"));
+    }
 }
 
 /// Arguments of `exabond status`.
@@ -105,6 +108,9 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         "enforcement": agent["enforcement"],
         "degraded": agent["degraded"],
         "degraded_reasons": agent["degraded_reasons"],
+        "failover_probe": agent["failover_probe"],
+        "failover_probe_reason": agent["failover_probe_reason"],
+        "failover_probe_reattaches": agent["failover_probe_reattaches"],
         "netlink_resyncs": agent["netlink_resyncs"],
         "member_drivers": agent["member_drivers"],
         "bonds": bonds,

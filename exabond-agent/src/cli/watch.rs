@@ -119,6 +119,8 @@ pub fn sentence(v: &Value) -> String {
                 format!("enforcement {}: {}", s(v, "state"), reasons.join("; "))
             }
         }
+        "failover_probe" if s(v, "reason").is_empty() => format!("failover probe {}", s(v, "state")),
+        "failover_probe" => format!("failover probe {}: {}", s(v, "state"), s(v, "reason")),
         "mac_pitfall" => format!(
             "{bond}: WARNING MAC pitfall: the bond's MAC {} is the own address of {}, which is not one of its members",
             s(v, "mac"),
@@ -286,6 +288,10 @@ mod tests {
         assert_eq!(sentence(&line(&bypass)), "b: BYPASS member dum0 found (seen by rtnetlink): repaired");
         let degraded = AgentEvent::Enforcement { state: "degraded", reasons: vec!["x".into(), "y".into()] };
         assert_eq!(sentence(&line(&degraded)), "enforcement degraded: x; y");
+        let gone = AgentEvent::FailoverProbe { state: "detached", reason: "module gone".into() };
+        assert_eq!(sentence(&line(&gone)), "failover probe detached: module gone");
+        let back = AgentEvent::FailoverProbe { state: "attached", reason: String::new() };
+        assert_eq!(sentence(&line(&back)), "failover probe attached");
         let pitfall =
             AgentEvent::MacPitfall { bond: "b".into(), mac: "02:00:00:00:00:01".into(), donor: "eth0".into() };
         assert!(sentence(&line(&pitfall))
