@@ -219,7 +219,12 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
     })?;
     let mut ebpf = EbpfLoader::new()
         // Statistics in the verifier's log: a refused program says how far it got (instructions, states).
-        .verifier_log_level(aya::VerifierLogLevel::STATS)
+        // `EXABOND_VERIFIER_LOG=verbose` (development): the whole log of a refused program.
+        .verifier_log_level(if std::env::var_os("EXABOND_VERIFIER_LOG").is_some_and(|v| v == "verbose") {
+            aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS
+        } else {
+            aya::VerifierLogLevel::STATS
+        })
         .override_global("OFFSETS", &offsets, true)
         .default_map_pin_directory(PIN_DIR)
         .load(OBJECT)

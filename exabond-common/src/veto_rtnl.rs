@@ -184,56 +184,126 @@ struct ModeCheck {
     linkinfo: Span,
 }
 
-/// Working memory of [`judge`]. The eBPF side keeps it in a per-CPU map: too large for the BPF stack,
-/// and what is recorded there is not tracked value by value by the verifier, which keeps its work
-/// linear in the number of steps instead of exponential in the flags.
+/// Whether a step function wants to be called again (the eBPF side returns it from a `bpf_loop` callback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Call the next step.
+    Continue,
+    /// Done: no more steps.
+    Stop,
+}
+
+impl Flow {
+    /// As a `bpf_loop` callback returns it (0 = continue, 1 = stop).
+    #[must_use]
+    pub const fn code(self) -> i64 {
+        match self {
+            Self::Continue => 0,
+            Self::Stop => 1,
+        }
+    }
+}
+
+/// Where the walk stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walked {
+    /// More to read.
+    Running,
+    /// The whole buffer was read.
+    Finished,
+    /// More link messages than [`MAX_LINK_MSGS`].
+    TooMany,
+}
+
+/// Working memory of [`judge`] and its steps. The eBPF side keeps it in a per-CPU map (too large for the
+/// BPF stack) and runs each step from a `bpf_loop` callback: the verifier then checks one step, not every
+/// step of every path through the buffer.
 pub struct Work {
     /// A name in the sender's namespace, as the maps key it (`netns` set by the caller).
     pub key: NameKey,
+    /// The request: (eBPF) the address of its bytes, set by the caller.
+    pub data: u64,
+    /// The request's length in bytes.
+    pub len: u32,
+    /// A read failed in a step (the eBPF callbacks record it here; the caller refuses).
+    pub fault: bool,
+    /// What a step refused (the eBPF callbacks record it here).
+    pub refusal: Option<Refusal>,
+    sender: Sender,
     msgs: [LinkMsg; MAX_LINK_MSGS],
     checks: [Option<ModeCheck>; MAX_MODE_CHECKS],
     changed: bool,
-    /// Link messages recorded so far (kept here rather than in a register, so that the verifier does not
-    /// follow each count as its own path).
     count: usize,
+    walked: Walked,
+    off: u32,
+    next: u32,
+    msg_end: u32,
+    attr: u32,
+    in_msg: bool,
 }
 
 impl Work {
-    /// The count, read from memory every time (a volatile load: the compiler must not keep it in a
-    /// register, where the verifier would follow each value as its own path).
-    #[inline(always)]
-    #[expect(
-        clippy::inline_always,
-        reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants"
-    )]
-    fn count(&self) -> usize {
-        // SAFETY: a plain field of a live reference.
-        unsafe { core::ptr::read_volatile(&raw const self.count) }
-    }
-
     /// Working memory for a sender in namespace `netns`.
     #[must_use]
     pub const fn new(netns: u32) -> Self {
         Self {
             key: NameKey::empty(netns),
+            data: 0,
+            len: 0,
+            fault: false,
+            refusal: None,
+            sender: Sender::Managed,
             msgs: [EMPTY_MSG; MAX_LINK_MSGS],
             checks: [None; MAX_MODE_CHECKS],
             changed: false,
             count: 0,
+            walked: Walked::Running,
+            off: 0,
+            next: 0,
+            msg_end: 0,
+            attr: 0,
+            in_msg: false,
+        }
+    }
+
+    /// Start judging a buffer of `len` bytes sent by `sender` (`key.netns` and `data` are the caller's).
+    pub fn begin(&mut self, len: u32, sender: Sender) {
+        self.len = len;
+        self.sender = sender;
+        self.fault = false;
+        self.refusal = None;
+        self.checks = [None; MAX_MODE_CHECKS];
+        self.changed = false;
+        self.count = 0;
+        self.walked = Walked::Running;
+        self.off = 0;
+        self.next = 0;
+        self.msg_end = 0;
+        self.attr = 0;
+        self.in_msg = false;
+    }
+
+    /// After at most [`MAX_STEPS`] calls of [`walk_step`]: the number of link messages to judge with
+    /// [`judge_msg`], or the refusal of a buffer longer than the veto reads.
+    ///
+    /// # Errors
+    /// The refusal (fail closed).
+    pub const fn walked(&self) -> Result<u32, Refusal> {
+        match self.walked {
+            #[expect(clippy::cast_possible_truncation, reason = "at most MAX_LINK_MSGS")]
+            Walked::Finished => Ok(self.count as u32),
+            Walked::Running | Walked::TooMany => {
+                Err(Refusal { what: VetoWhat::Unparseable, bond: 0, member: 0, errno: EOPNOTSUPP, mode: 0 })
+            }
         }
     }
 }
 
 /// The verdict on one buffer of `len` bytes sent by `sender`: `None` = allow. `w.key.netns` is the
-/// sender's namespace.
-///
-/// Two passes keep the eBPF verifier's work small: a walk of messages and attributes that only records
-/// (at most [`MAX_STEPS`] steps, [`MAX_LINK_MSGS`] link messages), then the judgement of each link message.
+/// sender's namespace. The steps the eBPF program runs with `bpf_loop`, run with plain loops.
 ///
 /// # Errors
 /// [`Fault`] when the buffer cannot be read: the caller refuses (fail closed).
-#[inline(always)]
-#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 pub fn judge<B: Bytes, L: Lookup>(
     b: &B,
     len: u32,
@@ -241,116 +311,146 @@ pub fn judge<B: Bytes, L: Lookup>(
     lk: &L,
     w: &mut Work,
 ) -> Result<Option<Refusal>, Fault> {
-    if walk(b, len, w)?.is_none() {
-        return Ok(refuse(VetoWhat::Unparseable, 0, 0, EOPNOTSUPP));
-    }
-    w.checks = [None; MAX_MODE_CHECKS];
-    let mut i = 0;
-    while i < MAX_LINK_MSGS {
-        if i >= w.count() {
+    w.begin(len, sender);
+    for _ in 0..MAX_STEPS {
+        if walk_step(b, w)? == Flow::Stop {
             break;
         }
-        let m = w.msgs[i];
-        if let Some(r) = judge_link(b, &m, sender, lk, &mut w.key, &mut w.checks)? {
+    }
+    let n = match w.walked() {
+        Ok(n) => n,
+        Err(r) => return Ok(Some(r)),
+    };
+    for i in 0..n {
+        if let Some(r) = judge_msg(b, lk, w, i)? {
             return Ok(Some(r));
         }
-        i += 1;
     }
-    let mut i = 0;
-    while i < MAX_MODE_CHECKS {
-        if let Some(c) = w.checks[i] {
-            if let Some(r) = judge_mode(b, c)? {
-                return Ok(Some(r));
-            }
+    for i in 0..MAX_MODE_CHECKS {
+        #[expect(clippy::cast_possible_truncation, reason = "at most MAX_MODE_CHECKS")]
+        if let Some(r) = judge_mode_check(b, w, i as u32)? {
+            return Ok(Some(r));
         }
-        i += 1;
     }
     Ok(None)
 }
 
-/// Record the link messages of the buffer in `w.msgs`; their number, or `None` past the bounds.
+/// One step of the walk that records the buffer's link messages in `w` (a message header, or one
+/// attribute, or a message's end).
+///
+/// # Errors
+/// [`Fault`] when the buffer cannot be read.
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 #[expect(clippy::many_single_char_names, reason = "b(ytes), w(ork), m(essage), h(eader), a(ttribute), n")]
-fn walk<B: Bytes>(b: &B, len: u32, w: &mut Work) -> Result<Option<usize>, Fault> {
-    let mut off: u32 = 0;
-    let mut next: u32 = 0;
-    let mut msg_end: u32 = 0;
-    let mut attr: u32 = 0;
-    let mut in_msg = false;
-    w.changed = false;
-    w.count = 0;
-    for _ in 0..MAX_STEPS {
-        let n = w.count();
-        let k = n & (MAX_LINK_MSGS - 1);
-        if !in_msg {
-            if off.saturating_add(NLMSG_HDRLEN) > len {
-                return Ok(Some(n));
-            }
-            let h: NlMsgHdr = b.load(off)?;
-            if h.len < NLMSG_HDRLEN || h.len > len - off {
-                return Ok(Some(n));
-            }
-            msg_end = off + h.len;
-            next = if align4(h.len) > len - off { len } else { off + align4(h.len) };
-            let request = h.flags & NLM_F_REQUEST != 0 && h.ty >= NLMSG_MIN_TYPE;
-            if request && (h.ty == RTM_NEWLINK || h.ty == RTM_SETLINK) && h.len >= NLMSG_HDRLEN + IFINFOMSG_LEN {
-                if n >= MAX_LINK_MSGS {
-                    return Ok(None);
-                }
-                let m = &mut w.msgs[k];
-                *m = EMPTY_MSG;
-                m.ty = h.ty;
-                m.flags = h.flags;
-                m.index = b.load(off + NLMSG_HDRLEN + 4)?;
-                m.after_identity_change = w.changed;
-                attr = off + NLMSG_HDRLEN + IFINFOMSG_LEN;
-                in_msg = true;
-            } else {
-                if request && h.ty == RTM_DELLINK {
-                    w.changed = true;
-                }
-                off = next;
-            }
-            continue;
+pub fn walk_step<B: Bytes>(b: &B, w: &mut Work) -> Result<Flow, Fault> {
+    if w.walked != Walked::Running {
+        return Ok(Flow::Stop);
+    }
+    let len = w.len;
+    let n = w.count;
+    let k = n & (MAX_LINK_MSGS - 1);
+    if !w.in_msg {
+        let off = w.off;
+        if off.saturating_add(NLMSG_HDRLEN) > len {
+            w.walked = Walked::Finished;
+            return Ok(Flow::Stop);
         }
-        // In a link message: the next attribute, or the message's end (nla_ok).
-        if attr.saturating_add(4) <= msg_end {
-            let a: NlAttr = b.load(attr)?;
-            let alen = u32::from(a.len);
-            if alen >= 4 && alen <= msg_end - attr {
-                let payload = Some((attr + 4, alen - 4));
-                let m = &mut w.msgs[k];
-                match a.ty & NLA_TYPE_MASK {
-                    IFLA_MASTER => {
-                        if alen < 8 {
-                            m.malformed = true;
-                        } else {
-                            m.master = Some(b.load(attr + 4)?);
-                        }
+        let h: NlMsgHdr = b.load(off)?;
+        if h.len < NLMSG_HDRLEN || h.len > len - off {
+            w.walked = Walked::Finished;
+            return Ok(Flow::Stop);
+        }
+        w.msg_end = off + h.len;
+        w.next = if align4(h.len) > len - off { len } else { off + align4(h.len) };
+        let request = h.flags & NLM_F_REQUEST != 0 && h.ty >= NLMSG_MIN_TYPE;
+        if request && (h.ty == RTM_NEWLINK || h.ty == RTM_SETLINK) && h.len >= NLMSG_HDRLEN + IFINFOMSG_LEN {
+            if n >= MAX_LINK_MSGS {
+                w.walked = Walked::TooMany;
+                return Ok(Flow::Stop);
+            }
+            let index = b.load(off + NLMSG_HDRLEN + 4)?;
+            let changed = w.changed;
+            let m = &mut w.msgs[k];
+            *m = EMPTY_MSG;
+            m.ty = h.ty;
+            m.flags = h.flags;
+            m.index = index;
+            m.after_identity_change = changed;
+            w.attr = off + NLMSG_HDRLEN + IFINFOMSG_LEN;
+            w.in_msg = true;
+        } else {
+            if request && h.ty == RTM_DELLINK {
+                w.changed = true;
+            }
+            w.off = w.next;
+        }
+        return Ok(Flow::Continue);
+    }
+    // In a link message: the next attribute, or the message's end (nla_ok).
+    let attr = w.attr;
+    let msg_end = w.msg_end;
+    if attr.saturating_add(4) <= msg_end {
+        let a: NlAttr = b.load(attr)?;
+        let alen = u32::from(a.len);
+        if alen >= 4 && alen <= msg_end - attr {
+            let payload = Some((attr + 4, alen - 4));
+            let master = if a.ty & NLA_TYPE_MASK == IFLA_MASTER && alen >= 8 { Some(b.load(attr + 4)?) } else { None };
+            let m = &mut w.msgs[k];
+            match a.ty & NLA_TYPE_MASK {
+                IFLA_MASTER => {
+                    if master.is_none() {
+                        m.malformed = true;
+                    } else {
+                        m.master = master;
                     }
-                    IFLA_IFNAME => m.ifname = payload,
-                    IFLA_ALT_IFNAME => m.altname = payload,
-                    IFLA_LINKINFO => m.linkinfo = payload,
-                    IFLA_NET_NS_PID | IFLA_NET_NS_FD => m.moves = true,
-                    IFLA_TARGET_NETNSID => m.target_ns = true,
-                    _ => {}
                 }
-                attr += align4(alen);
-                continue;
+                IFLA_IFNAME => m.ifname = payload,
+                IFLA_ALT_IFNAME => m.altname = payload,
+                IFLA_LINKINFO => m.linkinfo = payload,
+                IFLA_NET_NS_PID | IFLA_NET_NS_FD => m.moves = true,
+                IFLA_TARGET_NETNSID => m.target_ns = true,
+                _ => {}
             }
-        }
-        // The message's end.
-        in_msg = false;
-        off = next;
-        w.count = n + 1;
-        let m = &w.msgs[k];
-        let renames = m.ifname.is_some() && m.index > 0;
-        if m.moves || m.target_ns || renames || m.flags & NLM_F_CREATE != 0 {
-            w.changed = true;
+            w.attr = attr + align4(alen);
+            return Ok(Flow::Continue);
         }
     }
-    Ok(None)
+    // The message's end.
+    w.in_msg = false;
+    w.off = w.next;
+    w.count = n + 1;
+    let m = &w.msgs[k];
+    let renames = m.ifname.is_some() && m.index > 0;
+    if m.moves || m.target_ns || renames || m.flags & NLM_F_CREATE != 0 {
+        w.changed = true;
+    }
+    Ok(Flow::Continue)
+}
+
+/// Judge link message `i` (< the count [`Work::walked`] gave) as the kernel will apply it; a mode change
+/// of a managed bond is recorded for [`judge_mode_check`].
+///
+/// # Errors
+/// [`Fault`] when the buffer cannot be read.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn judge_msg<B: Bytes, L: Lookup>(b: &B, lk: &L, w: &mut Work, i: u32) -> Result<Option<Refusal>, Fault> {
+    let m = w.msgs[i as usize & (MAX_LINK_MSGS - 1)];
+    judge_link(b, &m, w.sender, lk, &mut w.key, &mut w.checks)
+}
+
+/// Judge recorded mode change `i` (< [`MAX_MODE_CHECKS`]; nothing if none was recorded there).
+///
+/// # Errors
+/// [`Fault`] when the buffer cannot be read.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+pub fn judge_mode_check<B: Bytes>(b: &B, w: &Work, i: u32) -> Result<Option<Refusal>, Fault> {
+    match w.checks[i as usize & (MAX_MODE_CHECKS - 1)] {
+        Some(c) => judge_mode(b, c),
+        None => Ok(None),
+    }
 }
 
 /// One complete link message.
@@ -447,32 +547,40 @@ fn name_of<B: Bytes>(b: &B, m: &LinkMsg, key: &mut NameKey) -> Result<Option<boo
     Ok(Some(true))
 }
 
-/// The last `want` attribute among the attributes in `span`; `Err(true)` if more than `N` attributes.
+/// [`last_attr`] found no such attribute (offset 0 is a message header, never an attribute's payload).
+const ABSENT: Span = (0, 0);
+/// [`last_attr`] met more attributes than it reads (no payload starts at the last byte of the address space).
+const TOO_MANY: Span = (u32::MAX, 0);
+
+/// The payload of the last `want` attribute among the attributes in `span`: [`ABSENT`] if none, [`TOO_MANY`]
+/// past `N` attributes. Plain values rather than nested `Option`s: an enum's payload is undefined while it
+/// is `None`, and the compiler may then compute with whatever a register holds (once a map pointer, which
+/// the eBPF verifier refuses to shift).
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
-fn last_attr<B: Bytes, const N: u32>(b: &B, span: Span, want: u16) -> Result<Result<Option<Span>, ()>, Fault> {
+fn last_attr<B: Bytes, const N: u32>(b: &B, span: Span, want: u16) -> Result<Span, Fault> {
     let (start, len) = span;
     let end = start + len;
     let mut at = start;
-    let mut found = None;
+    let mut found = ABSENT;
     for _ in 0..N {
         if at.saturating_add(4) > end {
-            return Ok(Ok(found));
+            return Ok(found);
         }
         let a: NlAttr = b.load(at)?;
         let alen = u32::from(a.len);
         if alen < 4 || alen > end - at {
-            return Ok(Ok(found));
+            return Ok(found);
         }
         if a.ty & NLA_TYPE_MASK == want {
-            found = Some((at + 4, alen - 4));
+            found = (at + 4, alen - 4);
         }
         at += align4(alen);
     }
     if at.saturating_add(4) > end {
-        Ok(Ok(found))
+        Ok(found)
     } else {
-        Ok(Err(()))
+        Ok(TOO_MANY)
     }
 }
 
@@ -480,14 +588,21 @@ fn last_attr<B: Bytes, const N: u32>(b: &B, span: Span, want: u16) -> Result<Res
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn judge_mode<B: Bytes>(b: &B, c: ModeCheck) -> Result<Option<Refusal>, Fault> {
-    let Ok(data) = last_attr::<B, MAX_LINKINFO_ATTRS>(b, c.linkinfo, IFLA_INFO_DATA)? else {
+    let data = last_attr::<B, MAX_LINKINFO_ATTRS>(b, c.linkinfo, IFLA_INFO_DATA)?;
+    if data == TOO_MANY {
         return Ok(refuse(VetoWhat::Unparseable, c.bond, 0, EOPNOTSUPP));
-    };
-    let Some(data) = data else { return Ok(None) };
-    let Ok(mode) = last_attr::<B, MAX_BOND_ATTRS>(b, data, IFLA_BOND_MODE)? else {
+    }
+    if data == ABSENT {
+        return Ok(None);
+    }
+    let mode = last_attr::<B, MAX_BOND_ATTRS>(b, data, IFLA_BOND_MODE)?;
+    if mode == TOO_MANY {
         return Ok(refuse(VetoWhat::Unparseable, c.bond, 0, EOPNOTSUPP));
-    };
-    let Some((at, n)) = mode else { return Ok(None) };
+    }
+    if mode == ABSENT {
+        return Ok(None);
+    }
+    let (at, n) = mode;
     if n < 1 {
         return Ok(refuse(VetoWhat::Unparseable, c.bond, 0, EINVAL)); // the kernel rejects it too
     }

@@ -141,6 +141,7 @@ const fn is_ab_at(buf: &[u8; TEXT_LEN], s: usize) -> bool {
 /// the kernel's `%llu` does, is 1.
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+#[expect(clippy::many_single_char_names, reason = "s(tart), e(nd) of the word, k: indices of one scan")]
 const fn is_one_at(buf: &[u8; TEXT_LEN], s: usize, e: usize) -> bool {
     let mut value: u64 = 0;
     let mut k = 0;
@@ -193,7 +194,6 @@ pub fn mode_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> ModeText 
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 #[must_use]
-#[expect(clippy::many_single_char_names, reason = "s(tart), e(nd) of the word, k: indices of one scan")]
 pub fn slaves_text(buf: &[u8; TEXT_LEN], count: u64, scan: &mut Scan) -> SlavesText {
     let (end, ended) = text_end(buf, count, false);
     let end = scan.keep(0, end);

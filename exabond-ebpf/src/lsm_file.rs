@@ -145,8 +145,11 @@ fn written_text(buf: &mut [u8; 2 * TEXT_LEN], scan: &mut Scan) -> Result<Option<
         total = total.saturating_add(len);
         // Kept in map memory and loaded back: one unknown value each, so the verifier's paths through this
         // loop (a segment copied or not, a count saturated or not) merge at every iteration.
-        pos = scan.keep(0, pos as usize) as u64;
-        total = scan.keep(1, total as usize) as u64;
+        #[expect(clippy::cast_possible_truncation, reason = "eBPF and the host are 64-bit")]
+        {
+            pos = scan.keep(0, pos as usize) as u64;
+            total = scan.keep(1, total as usize) as u64;
+        }
         i += 1;
     }
     if u64::from(MAX_IOV) < dx {

@@ -72,6 +72,8 @@ fn enslave_ioctl(ctx: &LsmContext) -> i32 {
     crate::veto::lsm_ret(errno)
 }
 
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
 fn try_enslave(ctx: &LsmContext, file: u64, managed: u32) -> Result<u32, i64> {
     let o = offsets();
     let socket = read_ptr(file, o.file_private_data)?;
