@@ -291,12 +291,17 @@ impl Enforcement {
         }
     }
 
-    /// A managed bond was renamed: the ioctl name map follows it.
+    /// A managed bond was renamed: the ioctl name map follows it. Called on every refresh, so the same
+    /// name is a no-op (removing and re-inserting it would open a window in which the ioctl veto does not
+    /// know the bond), and a new name goes in before the old one goes out.
     pub fn rename_bond(&mut self, ifindex: u32, new: &str) {
         if let Some(old) = self.managed.insert(ifindex, new.to_owned()) {
+            if old == new {
+                return;
+            }
             if let Some(m) = self.maps.as_mut() {
-                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(&old)));
                 warn_map("managed_by_name", m.managed_by_name.insert(name_buf(new), ifindex, 0));
+                warn_remove("managed_by_name", m.managed_by_name.remove(&name_buf(&old)));
             }
         }
     }
