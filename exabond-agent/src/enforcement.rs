@@ -371,7 +371,9 @@ impl Enforcement {
         }
     }
 
-    /// A managed bond was renamed: the name maps follow it.
+    /// A managed bond was renamed: the name maps follow it. Called on every refresh, so the same name is
+    /// a no-op (removing and re-inserting it would open a window in which the ioctl veto does not know the
+    /// bond), and a new name goes in before the old one goes out.
     pub fn rename_bond(&mut self, ifindex: u32, new: &str) {
         if let Some(old) = self.managed.insert(ifindex, new.to_owned()) {
             if old == new {
@@ -379,11 +381,11 @@ impl Enforcement {
             }
             let (old_key, new_key) = (self.name_key(&old), self.name_key(new));
             if let Some(m) = self.maps.as_mut() {
-                if let Some(k) = old_key {
-                    warn_remove("managed_by_name", m.managed_by_name.remove(&k));
-                }
                 if let Some(k) = new_key {
                     warn_map("managed_by_name", m.managed_by_name.insert(k, ifindex, 0));
+                }
+                if let Some(k) = old_key {
+                    warn_remove("managed_by_name", m.managed_by_name.remove(&k));
                 }
             }
         }

@@ -269,12 +269,16 @@ impl PageWriter {
     /// path.
     ///
     /// # Errors
-    /// [`WriteError::Create`] if the new file cannot be made (this writer then keeps the old page).
+    /// [`WriteError::Create`] if the new file cannot be made (this writer then keeps the old page, retired;
+    /// the caller retries).
     pub fn recreate(&mut self, dir: &Path, bond: &str) -> Result<(), WriteError> {
-        let fresh = Self::create(dir, bond, &self.current)?;
-        let mut old = std::mem::replace(self, fresh);
+        let data = self.current;
+        // The old mapping says retired before the new file can be opened: a reader that finds the new
+        // file has its old one marked already (the file is gone, so retiring it first loses nothing).
+        self.retire();
+        let fresh = Self::create(dir, bond, &data)?;
+        let old = std::mem::replace(self, fresh);
         self.crash_on_failover = old.crash_on_failover;
-        old.retire();
         Ok(())
     }
 
