@@ -131,14 +131,17 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         Ok(())
     });
 
-    s.check("veto: mode via sysfs (write/pwrite inspected, other paths refused), unmanaged bond untouched", || {
+    s.check("veto: mode via sysfs (write/writev contents inspected), unmanaged bond untouched", || {
         expect_errno("balance-rr > eempty/mode", write_file(&mode_path("eempty"), "balance-rr"), EOPNOTSUPP)?;
         expect_errno("0 > eempty/mode", write_file(&mode_path("eempty"), "0"), EOPNOTSUPP)?;
         ensure!(bond_mode("eempty") == "active-backup 1", "mode changed to {}", bond_mode("eempty"));
         write_file(&mode_path("eempty"), "active-backup\n")
             .map_err(|e| anyhow::anyhow!("active-backup refused: {e}"))?;
         write_file(&mode_path("eempty"), "1").map_err(|e| anyhow::anyhow!("1 refused: {e}"))?;
-        expect_errno("writev to eempty/mode", writev_file(&mode_path("eempty"), "active-backup\n"), EOPNOTSUPP)?;
+        // writev(2) contents are judged too (musl and busybox tools write that way).
+        writev_file(&mode_path("eempty"), "active-backup\n")
+            .map_err(|e| anyhow::anyhow!("writev of active-backup refused: errno {e}"))?;
+        expect_errno("writev balance-rr to eempty/mode", writev_file(&mode_path("eempty"), "balance-rr"), EOPNOTSUPP)?;
         let (ok, out) = sh_try("echo balance-rr > /sys/class/net/eempty/bonding/mode");
         ensure!(!ok, "shell echo succeeded: {out}");
         write_file(&mode_path("efree"), "balance-rr").map_err(|e| anyhow::anyhow!("unmanaged efree refused: {e}"))?;
