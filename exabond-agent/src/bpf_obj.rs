@@ -81,3 +81,16 @@ pub fn info(fd: BorrowedFd<'_>) -> std::io::Result<(u32, u32)> {
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     Ok((words[1], words[2]))
 }
+
+/// A map's (type, key size, value size, max entries).
+///
+/// # Errors
+/// The bpf(2) error.
+pub fn map_shape(fd: BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32, u32)> {
+    // `struct bpf_map_info` starts with type, id, key_size, value_size, max_entries.
+    let mut words = [0u32; 6];
+    let raw = u32::try_from(fd.as_raw_fd()).map_err(|_| std::io::Error::other("negative descriptor"))?;
+    let mut attr = InfoAttr { bpf_fd: raw, info_len: 24, info: words.as_mut_ptr() as u64 };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok((words[0], words[2], words[3], words[4]))
+}

@@ -15,6 +15,13 @@ use exabond_common::policy_maps::{AgentId, DevKey, GuardedFile, NameKey, PageIno
 /// The compiled eBPF object (built by build.rs from exabond-ebpf).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exabond"));
 
+/// The eBPF object built into the agent.
+#[cfg(test)]
+#[must_use]
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// Kernel function probed for failovers.
 pub const FAILOVER_FN: &str = "bond_change_active_slave";
 /// Kernel function probed to audit mode changes.
@@ -43,8 +50,13 @@ pub enum LoadError {
     #[error(transparent)]
     Offsets(#[from] crate::btf_offsets::OffsetsError),
     /// The object could not be loaded.
-    #[error("cannot load the eBPF object: {0} (run as root, or with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN; if the pinned maps in {PIN_DIR} come from an incompatible version, stop the agent and remove that directory)")]
+    #[error(
+        "cannot load the eBPF object: {0} (run as root, or with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN)"
+    )]
     Load(#[source] aya::EbpfError),
+    /// A map pinned by another agent version could not be checked or replaced.
+    #[error("{0:#} (stop every exabond agent and remove {PIN_DIR})")]
+    Layout(anyhow::Error),
     /// A program could not be loaded or attached.
     #[error("cannot attach {what}: {source}")]
     Program {
@@ -217,11 +229,12 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         path: PIN_DIR.into(),
         source,
     })?;
+    crate::pin_layout::retire_stale(Path::new(PIN_DIR), OBJECT).map_err(LoadError::Layout)?;
     let mut ebpf = EbpfLoader::new()
         // Statistics in the verifier's log: a refused program says how far it got (instructions, states).
         // `EXABOND_VERIFIER_LOG=verbose` (development): the whole log of a refused program.
         .verifier_log_level(if std::env::var_os("EXABOND_VERIFIER_LOG").is_some_and(|v| v == "verbose") {
-            aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS
+            aya::VerifierLogLevel::DEBUG | aya::VerifierLogLevel::STATS
         } else {
             aya::VerifierLogLevel::STATS
         })

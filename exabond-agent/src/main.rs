@@ -24,6 +24,7 @@ mod netlink;
 mod page_state;
 mod page_watch;
 mod pi_mutex;
+mod pin_layout;
 mod policy;
 mod publisher;
 mod report;

@@ -167,7 +167,10 @@ fn written_text(buf: &mut [u8; 2 * TEXT_LEN], scan: &mut Scan) -> Result<Option<
 fn copy_user(buf: &mut [u8; 2 * TEXT_LEN], pos: u64, src: u64, len: u64) -> Result<u64, i64> {
     let room = TEXT_LEN as u64 - pos;
     let n = if len < room { len } else { room };
-    let n32 = (n as u32) & (TEXT_LEN as u32 * 2 - 1);
+    // The compiler knows n <= room <= TEXT_LEN and would drop the mask; 6.1's verifier does not learn
+    // bounds from a comparison of two unknown values (`len < room`), so the mask must stay: a volatile read.
+    // SAFETY: a read of a local.
+    let n32 = (unsafe { core::ptr::read_volatile(&raw const n) } as u32) & (TEXT_LEN as u32 * 2 - 1);
     if n32 == 0 {
         return Ok(0);
     }

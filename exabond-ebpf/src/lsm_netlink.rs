@@ -12,7 +12,8 @@ use aya_ebpf::{cty::c_void, macros::lsm, programs::LsmContext};
 use exabond_common::event::VetoWhat;
 use exabond_common::policy_maps::{DevKey, NameKey, ENODEV, EOPNOTSUPP, NAME_LEN};
 use exabond_common::veto_rtnl::{
-    judge_mode_check, judge_msg, walk_step, Bytes, Fault, Flow, Lookup, Refusal, Sender, Work, MAX_MODE_CHECKS, MAX_STEPS,
+    judge_mode_check, judge_msg, walk_step, Bytes, Fault, Flow, Lookup, Refusal, Sender, Work, MAX_MODE_CHECKS,
+    MAX_STEPS,
 };
 
 use crate::kernel::{load_btf, managed_netns, offset, offsets, read, read_ptr, sock_netns};

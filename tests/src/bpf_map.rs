@@ -4,16 +4,27 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 
 #[repr(C)]
 struct ObjAttr {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
 }
 
 #[repr(C)]
@@ -77,4 +88,28 @@ pub fn detach_link(path: &str) -> anyhow::Result<Result<(), i32>> {
     let fd = open(path)?;
     let mut attr = [u32::try_from(fd.as_raw_fd())?, 0, 0, 0];
     Ok(bpf(BPF_LINK_DETACH, &mut attr).map(drop).map_err(|e| e.raw_os_error().unwrap_or(-1)))
+}
+
+/// Create a hash map (`key` and `value` bytes, `entries`) pinned at `path`, as an older agent version
+/// with other key types would have left it.
+pub fn create_pinned_hash(path: &str, key: u32, value: u32, entries: u32) -> anyhow::Result<()> {
+    // `union bpf_attr` for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries, map_flags, ...
+    let mut attr = [BPF_MAP_TYPE_HASH, key, value, entries, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let fd = bpf(BPF_MAP_CREATE, &mut attr).map_err(|e| anyhow::anyhow!("create a map for {path}: {e}"))?;
+    // SAFETY: a new descriptor the kernel just returned.
+    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd)?) };
+    let p = CString::new(path)?;
+    let mut attr = ObjAttr { pathname: p.as_ptr() as u64, bpf_fd: u32::try_from(fd.as_raw_fd())?, file_flags: 0 };
+    bpf(BPF_OBJ_PIN, &mut attr).map_err(|e| anyhow::anyhow!("pin {path}: {e}"))?;
+    Ok(())
+}
+
+/// The key size of the map pinned at `path`.
+pub fn key_size(path: &str) -> anyhow::Result<u32> {
+    let fd = open(path)?;
+    // `struct bpf_map_info`: type, id, key_size, ...
+    let mut info = [0u32; 6];
+    let mut attr = InfoAttr { bpf_fd: u32::try_from(fd.as_raw_fd())?, info_len: 24, info: info.as_mut_ptr() as u64 };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| anyhow::anyhow!("info of {path}: {e}"))?;
+    Ok(info[2])
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::bpf_map;
 use crate::enforce::{expect_code, expect_errno, mode_path, slaves_path, ENODEV, EOPNOTSUPP, PAGE_DIR};
-use crate::lab::{bond_mode, bond_slaves, cli, read_page, scaled, sh, wait_for, Agent};
+use crate::lab::{bond_mode, bond_slaves, cli, read_page, scaled, sh, sh_try, wait_for, Agent};
 use crate::suite::Suite;
 use crate::syscalls::write_file;
 
@@ -159,7 +159,7 @@ pub fn self_check(exabond: &Path, agent: &Agent, s: &mut Suite) {
 /// detached vetoes, start a new agent: it starts, repairs both and reports them. Returns the new agent.
 pub fn restart_repairs_lsm(exabond: &Path, mut agent: Agent, s: &mut Suite) -> Option<Agent> {
     s.check(
-        "restart: a bond left with a refused member, another in the wrong mode: repaired at start, reported",
+        "restart: a bond left with a refused member, another in the wrong mode: repaired at start, reported; a map pinned by an older version with another layout replaced",
         || {
             let st = agent.terminate(Duration::from_secs(15))?;
             ensure!(st.success(), "exit {st}");
@@ -176,6 +176,11 @@ pub fn restart_repairs_lsm(exabond: &Path, mut agent: Agent, s: &mut Suite) -> O
             write_file(&slaves_path("ebond"), "+dum1")
                 .map_err(|e| anyhow::anyhow!("+dum1 without vetoes: errno {e}"))?;
             ensure!(bond_slaves("ebond").contains(&"dum1".to_owned()), "dum1 not enslaved");
+            // An older agent version keyed this map by a bare ifindex (4 bytes): reusing the pin would
+            // make every lookup read half a key.
+            let old_map = format!("{PIN_DIR}/VERDICT_BY_IFINDEX");
+            std::fs::remove_file(&old_map)?;
+            bpf_map::create_pinned_hash(&old_map, 4, 4, 4096)?;
             let a = Agent::start(exabond, Path::new(PAGE_DIR), &["ebond"], &[])?;
             wait_for("erenx's page fresh", Duration::from_secs(10), || {
                 read_page(exabond, Path::new(PAGE_DIR), "erenx").ok().filter(|v| v["stale"] == false)
@@ -197,6 +202,14 @@ pub fn restart_repairs_lsm(exabond: &Path, mut agent: Agent, s: &mut Suite) -> O
             let (_, out, _) = cli(exabond, &["list"])?;
             ensure!(out.split_whitespace().collect::<Vec<_>>() == ["ebond", "erenx"], "list: {out}");
             expect_errno("+dum1 > ebond/slaves after the restart", write_file(&slaves_path("ebond"), "+dum1"), ENODEV)?;
+            ensure!(
+                log.contains("pinned map of another agent version replaced") && log.contains("VERDICT_BY_IFINDEX"),
+                "the replaced pin is not in the log:\n{log}"
+            );
+            ensure!(bpf_map::key_size(&old_map)? == 8, "VERDICT_BY_IFINDEX still has 4-byte keys");
+            // The rtnetlink veto reads that map by (namespace, ifindex).
+            let (ok, out) = sh_try("ip link set dum1 master ebond");
+            ensure!(!ok && bond_slaves("ebond") == ["ev0"], "dum1 enslaved through rtnetlink: {out}");
             Ok(a)
         },
     )
