@@ -50,20 +50,9 @@ pub fn persisted(test: &str, second: &Comparison) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selftests::verdicts::{compare, Outcome, TestRun};
-    use std::collections::BTreeMap;
+    use crate::selftests::verdicts::compare;
 
-    fn run(rc: i32, subs: &[(&str, &str)]) -> TestRun {
-        TestRun {
-            outcome: Outcome::of(rc),
-            secs: 1,
-            subtests: subs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        }
-    }
-
-    fn runs(r: &[(&str, TestRun)]) -> BTreeMap<String, TestRun> {
-        r.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
-    }
+    use crate::selftests::verdicts::test_support::{run, runs};
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()

@@ -181,6 +181,27 @@ pub fn compare(
     c
 }
 
+/// Builders of test runs for the unit tests here and in `retry`.
+#[cfg(test)]
+pub mod test_support {
+    use super::{Outcome, TestRun};
+    use std::collections::BTreeMap;
+
+    /// A run of exit code `rc` with these (subtest, verdict) lines.
+    pub fn run(rc: i32, subs: &[(&str, &str)]) -> TestRun {
+        TestRun {
+            outcome: Outcome::of(rc),
+            secs: 1,
+            subtests: subs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    /// Runs by test name.
+    pub fn runs(r: &[(&str, TestRun)]) -> BTreeMap<String, TestRun> {
+        r.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,17 +258,7 @@ mod tests {
         assert!(TestRun::parse("x 1", "").is_none());
     }
 
-    fn run(rc: i32, subs: &[(&str, &str)]) -> TestRun {
-        TestRun {
-            outcome: Outcome::of(rc),
-            secs: 1,
-            subtests: subs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        }
-    }
-
-    fn runs(r: &[(&str, TestRun)]) -> BTreeMap<String, TestRun> {
-        r.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
-    }
+    use super::test_support::{run, runs};
 
     #[test]
     fn identical_runs_compare_the_same() {
