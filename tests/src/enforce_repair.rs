@@ -49,16 +49,19 @@ struct Watch {
 impl Watch {
     fn start(exabond: &Path, tag: &str) -> anyhow::Result<Self> {
         let out = std::path::PathBuf::from(format!("/tmp/exabond-watch-{tag}.json"));
-        let f = std::fs::File::create(&out)?;
+        let err = std::path::PathBuf::from(format!("/tmp/exabond-watch-{tag}.err"));
         let child = Command::new(exabond)
             .args(["watch", "--json"])
-            .stdout(f)
-            .stderr(Stdio::null())
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
             .stdin(Stdio::null())
             .spawn()?;
-        // Subscribed once the agent answered (the CLI's first line goes to stderr): give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Self { child, out })
+        let w = Self { child, out };
+        // Subscribed once the agent answered: the CLI then says so on stderr.
+        wait_for("exabond watch subscribed", scaled(Duration::from_secs(10)), || {
+            std::fs::read_to_string(&err).ok()?.contains("watching the agent's events").then_some(())
+        })?;
+        Ok(w)
     }
 
     /// Wait until an event line contains every one of `needles`.
