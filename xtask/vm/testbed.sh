@@ -16,7 +16,7 @@
 # its header) against that kernel's Debian headers, into $C/standin-<kernel>/, and extracts the kernel's own
 # bonding selftests from Debian's linux-source-<x.y> of the same version into $C/selftests-<kernel>/.
 # Knobs: EXABOND_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/exabond), TB_ACCEL auto|kvm|tcg,
-# TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 1800),
+# TB_MEM (MiB, 2048), TB_SMP (vCPUs, default nproc capped at 4), TB_TIMEOUT (s, 3000),
 # TB_APPEND (extra kernel command line, e.g. "lsm=lockdown,capability,yama"), TB_MIRROR (Debian mirror),
 # TB_TCG_THREAD single|multi (default single). Under multi-threaded TCG a vCPU can execute a stale int3
 # while another vCPU live-patches kernel text (text_poke_bp, as every BPF trampoline attach/detach does):
@@ -353,7 +353,7 @@ boot() { # <flavour> <hostdir> <append>
     V=$(kver "$F")
     smp=${TB_SMP:-$(nproc)}; [ "$smp" -gt 4 ] && smp=4
     # shellcheck disable=SC2046
-    timeout --foreground -k 5 "${TB_TIMEOUT:-1800}" qemu-system-x86_64 \
+    timeout --foreground -k 5 "${TB_TIMEOUT:-3000}" qemu-system-x86_64 \
         -nodefaults -no-user-config -no-reboot -display none -serial stdio -monitor none \
         $(accel_args) -m "${TB_MEM:-2048}" -smp "$smp" \
         -kernel "$(kdir "$F")/boot/vmlinuz-$V" -initrd "$C/initrd-$F.gz" \
