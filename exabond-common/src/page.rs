@@ -1,6 +1,6 @@
 //! The bond page: one 4096-byte page per managed bond, published as `/dev/exabond-<bond>`.
 //!
-//! # Layout (version 1)
+//! # Layout (version 1, with the latch copy)
 //!
 //! All integers are native-endian (little-endian on `x86_64`). Offsets are from the start of the page and
 //! are asserted by the tests below; the C header is generated from the same definitions.
@@ -9,9 +9,17 @@
 //! |---|---|---|---|
 //! | 0 | 4 | legacy word | exasock-compatible, see [`legacy`]; always written with one atomic 32-bit store, after the block |
 //! | 4 | 60 | reserved | zero |
-//! | 64 | 8 | `seq` | seqlock sequence: odd while the writer updates the block |
-//! | 72 | 520 | [`PageData`] | the seqlocked block (offsets below, absolute) |
-//! | 592 | 3504 | reserved | zero |
+//! | 64 | 8 | `seq` | sequence: odd while the writer updates copy 0, even while it updates copy 1 or rests |
+//! | 72 | 520 | [`PageData`], copy 0 | the block (offsets below, absolute); what a reader reads at an even `seq` |
+//! | 592 | 48 | reserved | zero |
+//! | 640 | 8 | `latch_seq` | the (odd) `seq` at which copy 1 is the block to read |
+//! | 648 | 520 | [`PageData`], copy 1 | the same block again; what a reader reads at an odd `seq` equal to `latch_seq` |
+//! | 1168 | 2928 | reserved | zero |
+//!
+//! The second copy and `latch_seq` sit in what version 1 reserved, and a version-1 reader, which reads
+//! copy 0 at an even `seq` only, reads a latched page correctly; a reader of this version reads a page
+//! of a writer that keeps no second copy (its `latch_seq` never matches) as version 1 did. So the layout
+//! version stays 1: readers and writers of either revision work together, and the legacy word never moves.
 //!
 //! [`PageData`] fields: 72 `magic`, 76 `version`, 80 `flags`, 84 `bond_ifindex`, 88 `bond_name[16]`,
 //! 104 `active_ifindex`, 108 `active_slot`, 112 `active_name[16]`, 128 `active_mac[8]`,
@@ -21,12 +29,18 @@
 //! 28 `link_failures`, 32 `mac[8]`, 40 `smartnic_id`, 41 `port`, 42 reserved[6]), 576 `last_update_mono_ns`,
 //! 584 `last_update_source`, 588 reserved.
 //!
-//! # Protocol
+//! # Protocol (a latched seqlock, the kernel's `seqcount_latch`)
 //!
-//! One writer (the agent). To publish it increments `seq` to odd, stores the block, increments `seq` to
-//! even (release), then stores the legacy word. A reader loads `seq` (acquire), retries while odd, copies
-//! the block, and accepts the copy only if `seq` is unchanged afterwards. The hot-loop check is a single
-//! load of the legacy word compared with a cached copy, exactly as exasock readers did.
+//! One writer (the agent). To publish block B over the current block A (both copies hold A, and
+//! `latch_seq` = `seq` + 1): it increments `seq` to odd (release: readers now read copy 1, still A), stores
+//! B in copy 0, increments `seq` to even (release: readers now read copy 0, B), stores the legacy word,
+//! stores B in copy 1 and sets `latch_seq` to `seq` + 1 for the next publication. A reader loads `seq`
+//! (acquire), copies copy 0 when it is even, or copy 1 when it is odd and equal to `latch_seq`, and
+//! accepts the copy if `seq` is unchanged afterwards. A reader never waits for the writer: the copy it
+//! reads is never the one being written, and it only retries when a whole half-publication completed
+//! during its copy. A writer that dies mid-publication leaves a readable page (the other copy). The
+//! hot-loop check is a single load of the legacy word compared with a cached copy, exactly as exasock
+//! readers did.
 
 /// Size of the page and of the file.
 pub const PAGE_SIZE: usize = 4096;
@@ -35,8 +49,13 @@ pub const LEGACY_WORD_OFFSET: usize = 0;
 /// Offset of the 64-bit seqlock sequence: it starts the cache line after the legacy word's (which hot loops poll
 /// alone), and the block follows it on that line.
 pub const SEQ_OFFSET: usize = 64;
-/// Offset of the seqlocked [`PageData`] block.
+/// Offset of the seqlocked [`PageData`] block (copy 0, what a reader reads while `seq` is even).
 pub const DATA_OFFSET: usize = 72;
+/// Offset of `latch_seq`: the odd `seq` at which [`LATCH_DATA_OFFSET`] holds the block to read. It starts
+/// its own cache line, laid out like the one at [`SEQ_OFFSET`].
+pub const LATCH_SEQ_OFFSET: usize = 640;
+/// Offset of the second copy of the block (copy 1, what a reader reads while `seq` is odd).
+pub const LATCH_DATA_OFFSET: usize = 648;
 /// Number of slave records in the page; a bond with more slaves lists the first ones (by ifindex) and
 /// sets [`FLAG_SLAVES_TRUNCATED`].
 pub const MAX_SLAVES: usize = 8;
@@ -315,6 +334,9 @@ const _: () = assert!(DATA_OFFSET + DATA_SIZE <= PAGE_SIZE);
 const _: () = assert!(core::mem::align_of::<PageData>() == 8);
 const _: () = assert!(core::mem::size_of::<PageData>() == DATA_WORDS * 8);
 const _: () = assert!(LEGACY_WORD_OFFSET + 4 <= SEQ_OFFSET);
+const _: () = assert!(DATA_OFFSET + DATA_SIZE <= LATCH_SEQ_OFFSET);
+const _: () = assert!(LATCH_SEQ_OFFSET % 64 == 0 && LATCH_DATA_OFFSET == LATCH_SEQ_OFFSET + 8);
+const _: () = assert!(LATCH_DATA_OFFSET + DATA_SIZE <= PAGE_SIZE);
 
 impl PageData {
     /// A fresh block for bond `name` (ifindex `ifindex`) written by agent `agent_pid`.
@@ -472,6 +494,10 @@ mod tests {
         assert_eq!(offset_of!(SlaveRecord, smartnic_id), 40);
         assert_eq!(offset_of!(SlaveRecord, port), 41);
         assert_eq!(SEQ_OFFSET % 64, 0, "seq starts its own cache line");
+        assert_eq!(LATCH_SEQ_OFFSET, 640);
+        assert_eq!(LATCH_DATA_OFFSET, 648);
+        assert_eq!(LATCH_DATA_OFFSET - LATCH_SEQ_OFFSET, DATA_OFFSET - SEQ_OFFSET, "copy 1 laid out as copy 0");
+        assert_eq!(LATCH_DATA_OFFSET + DATA_SIZE, 1168);
     }
 
     #[test]

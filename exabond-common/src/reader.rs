@@ -14,9 +14,10 @@ use crate::page::{PageData, DEFAULT_PAGE_DIR, LAYOUT_VERSION, PAGE_MAGIC, PAGE_S
 use crate::seqlock::RawPage;
 use crate::writer::page_path;
 
-/// How many times [`PageReader::snapshot`] retries a torn or in-progress copy before giving up.
-/// The writer holds the sequence odd for well under a microsecond, so reaching this means the writer
-/// died mid-update or the page is not written by an exabond agent.
+/// How many times [`PageReader::snapshot`] retries a torn copy before giving up. With the latch a copy
+/// is only torn when the writer completes half a publication during it, so a retry is rare even against
+/// a writer publishing back to back; reaching this means the page is not written by an exabond agent (or
+/// by one without the second copy that died mid-update).
 pub const SNAPSHOT_RETRIES: u32 = 100_000;
 
 /// Errors of the page reader.

@@ -1,4 +1,5 @@
-//! The seqlock over a mapped page: atomic views of the legacy word, the sequence and the block.
+//! The latched seqlock over a mapped page: atomic views of the legacy word, the sequence, the two copies
+//! of the block and `latch_seq` (the protocol is in [`crate::page`]'s module doc).
 //!
 //! The block is copied as relaxed 64-bit atomic loads/stores between an acquire load of `seq` and an
 //! acquire fence, which is the data-race-free way to write a seqlock in Rust (no volatile reads of
@@ -7,8 +8,12 @@
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::page::{
-    PageData, SlaveRecord, DATA_OFFSET, DATA_WORDS, LEGACY_WORD_OFFSET, MAX_SLAVES, PAGE_SIZE, SEQ_OFFSET,
+    PageData, SlaveRecord, DATA_OFFSET, DATA_WORDS, LATCH_DATA_OFFSET, LATCH_SEQ_OFFSET, LEGACY_WORD_OFFSET,
+    MAX_SLAVES, PAGE_SIZE, SEQ_OFFSET,
 };
+
+/// One copy of the block in the page, as atomics.
+type Words = [AtomicU64; DATA_WORDS];
 
 /// Words before the slave table.
 const HEAD_WORDS: usize = core::mem::offset_of!(PageData, slaves) / 8;
@@ -61,19 +66,42 @@ impl RawPage {
         unsafe { &*self.base.add(SEQ_OFFSET).cast::<AtomicU64>() }
     }
 
+    /// `latch_seq`: the odd sequence at which copy 1 is the block to read.
     #[expect(
         clippy::cast_ptr_alignment,
         reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
     )]
-    fn words(&self) -> &[AtomicU64; DATA_WORDS] {
-        // SAFETY: DATA_OFFSET + DATA_WORDS*8 <= PAGE_SIZE and 8-aligned; see `new`.
-        unsafe { &*self.base.add(DATA_OFFSET).cast::<[AtomicU64; DATA_WORDS]>() }
+    pub(crate) fn latch_seq(&self) -> &AtomicU64 {
+        // SAFETY: in bounds and 8-aligned; see `new`.
+        unsafe { &*self.base.add(LATCH_SEQ_OFFSET).cast::<AtomicU64>() }
     }
 
-    /// One attempt at a consistent copy into `out`: the sequence it was taken at, or `None` if the writer
-    /// was active or the copy was torn (then `out` holds a mix of two versions: valid bits, wrong meaning).
-    /// Every word of `out` is written when this returns `Some`.
+    /// Copy 0 of the block.
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
+    )]
+    fn words(&self) -> &Words {
+        // SAFETY: DATA_OFFSET + DATA_WORDS*8 <= PAGE_SIZE and 8-aligned; see `new`.
+        unsafe { &*self.base.add(DATA_OFFSET).cast::<Words>() }
+    }
+
+    /// Copy 1 of the block.
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the base is 8-aligned (a contract of `new`) and the offset a multiple of 8"
+    )]
+    fn latch_words(&self) -> &Words {
+        // SAFETY: LATCH_DATA_OFFSET + DATA_WORDS*8 <= PAGE_SIZE and 8-aligned (asserted in page.rs); see `new`.
+        unsafe { &*self.base.add(LATCH_DATA_OFFSET).cast::<Words>() }
+    }
+
+    /// One attempt at a consistent copy into `out`: the sequence it was taken at, or `None` if the copy
+    /// was torn by a publication that completed a half during it, or the sequence is odd and copy 1 is not
+    /// valid for it (a writer that keeps no second copy is mid-update). Then `out` holds a mix of two
+    /// versions: valid bits, wrong meaning. Every word of `out` is written when this returns `Some`.
     ///
+    /// At an even sequence it reads copy 0, at an odd one copy 1: never the copy the writer is storing.
     /// One pass, straight into the destination (no staging buffer, no second copy): the fixed part, the
     /// listed slave records, zeros for the unlisted slots (not read from the page), then the tail. A
     /// 2-member bond loads 29 words instead of 65.
@@ -83,10 +111,13 @@ impl RawPage {
     #[inline]
     pub(crate) unsafe fn try_read_into(&self, out: *mut PageData) -> Option<u64> {
         let s1 = self.seq().load(Ordering::Acquire);
-        if s1 & 1 != 0 {
+        let words = if s1 & 1 == 0 {
+            self.words()
+        } else if self.latch_seq().load(Ordering::Relaxed) == s1 {
+            self.latch_words()
+        } else {
             return None;
-        }
-        let words = self.words();
+        };
         let dst = out.cast::<u64>();
         let put = |i: usize, v: u64| {
             debug_assert!(i < DATA_WORDS);
@@ -155,27 +186,31 @@ impl RawPage {
         out
     }
 
-    /// Whether the page holds exactly `data` and its legacy word (the writer's check that nobody else
-    /// wrote the page; only meaningful while no publication runs).
+    /// Whether the page holds exactly `data` (both copies, `latch_seq` in step) and its legacy word (the
+    /// writer's check that nobody else wrote the page; only meaningful while no publication runs).
     pub(crate) fn holds(self, data: &PageData) -> bool {
-        self.seq().load(Ordering::Acquire) & 1 == 0
+        let same = |words: &Words| words.iter().zip(data.as_words()).all(|(w, &v)| w.load(Ordering::Relaxed) == v);
+        let s = self.seq().load(Ordering::Acquire);
+        s & 1 == 0
+            && self.latch_seq().load(Ordering::Relaxed) == s + 1
             && self.legacy().load(Ordering::Relaxed) == data.legacy_word
-            && self.words().iter().zip(data.as_words()).all(|(w, &v)| w.load(Ordering::Relaxed) == v)
+            && same(self.words())
+            && same(self.latch_words())
     }
 
     /// Test hook: start publishing `data` and stop half-way, as a writer that dies mid-publication
-    /// leaves the page: sequence odd, the first half of the block stored, the legacy word not.
+    /// leaves the page: sequence odd, the first half of copy 0 stored, the legacy word not.
     pub(crate) fn write_torn(self, data: &PageData) {
         let seq = self.seq();
         let s = seq.load(Ordering::Relaxed);
-        seq.store((s | 1) + if s & 1 == 0 { 0 } else { 2 }, Ordering::Relaxed);
+        seq.store((s | 1) + if s & 1 == 0 { 0 } else { 2 }, Ordering::Release);
         fence(Ordering::Release);
         for (dst, &src) in self.words().iter().zip(data.as_words()).take(DATA_WORDS / 2) {
             dst.store(src, Ordering::Relaxed);
         }
     }
 
-    /// Publish `data` (single writer only): seq odd, block, seq even, then the legacy word.
+    /// Publish `data` (single writer only), storing every word of both copies.
     pub(crate) fn write(self, data: &PageData) {
         self.write_over(data, None);
     }
@@ -183,9 +218,14 @@ impl RawPage {
     /// Publish `data` over `previous`, what this writer last published (single writer only): only the
     /// words that differ are stored, so the cache lines a publication does not change (a heartbeat changes
     /// one word; the slave table rarely changes) stay valid in the readers' caches. `None` stores all.
+    ///
+    /// The latch: copy 1 (valid at `seq` + 1, see `latch_seq`) serves readers while copy 0 is written at
+    /// an odd sequence, copy 0 serves them while copy 1 is written at the even one. With `None` (a page
+    /// just created or adopted, whose copy 1 may hold anything), `latch_seq` is not in step yet: readers
+    /// that find the sequence odd retry, as with a writer that keeps no second copy.
     pub(crate) fn write_over(self, data: &PageData, previous: Option<&PageData>) {
-        // Which words to store, worked out before the sequence goes odd so the window in which readers
-        // must retry holds nothing but the stores.
+        // Which words to store, worked out before the sequence goes odd so the windows hold nothing but
+        // the stores.
         const _: () = assert!(DATA_WORDS <= 128);
         let new = data.as_words();
         let changed: u128 = match previous {
@@ -195,20 +235,30 @@ impl RawPage {
             }
             None => u128::MAX,
         };
+        let store = |words: &Words| {
+            for (i, (dst, &src)) in words.iter().zip(new).enumerate() {
+                if changed & (1u128 << i) != 0 {
+                    dst.store(src, Ordering::Relaxed);
+                }
+            }
+        };
         let seq = self.seq();
         let s = seq.load(Ordering::Relaxed);
         let s = s + (s & 1); // recover from a writer that died mid-update
-        seq.store(s + 1, Ordering::Relaxed);
+                             // Release: copy 1 and `latch_seq`, stored at the end of the previous publication, are visible to
+                             // whoever sees the odd sequence. The fence orders the odd sequence before copy 0's stores.
+        seq.store(s + 1, Ordering::Release);
         fence(Ordering::Release);
-        for (i, (dst, &src)) in self.words().iter().zip(new).enumerate() {
-            if changed & (1u128 << i) != 0 {
-                dst.store(src, Ordering::Relaxed);
-            }
-        }
+        store(self.words());
         seq.store(s + 2, Ordering::Release);
-        // The word hot loops poll: left alone (its cache line undisturbed) unless it changes.
+        // The word hot loops poll: left alone (its cache line undisturbed) unless it changes. Stored as
+        // soon as copy 0 holds its block.
         if previous.is_none_or(|p| p.legacy_word != data.legacy_word) {
             self.legacy().store(data.legacy_word, Ordering::Release);
         }
+        // The even sequence before copy 1's stores (a reader still on copy 1 at s + 1 then retries).
+        fence(Ordering::Release);
+        store(self.latch_words());
+        self.latch_seq().store(s + 3, Ordering::Relaxed);
     }
 }

@@ -94,10 +94,12 @@ fn partial_publications_leave_exactly_the_last_block() {
         assert_eq!(r.legacy_word(), d.legacy_word);
         let bytes = std::fs::read(w.path()).unwrap();
         let words = d.to_words();
+        let word_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
         for (i, word) in words.iter().enumerate() {
-            let at = page::DATA_OFFSET + i * 8;
-            assert_eq!(u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap()), *word, "word {i}");
+            assert_eq!(word_at(page::DATA_OFFSET + i * 8), *word, "copy 0, word {i}");
+            assert_eq!(word_at(page::LATCH_DATA_OFFSET + i * 8), *word, "copy 1, word {i}");
         }
+        assert_eq!(word_at(page::LATCH_SEQ_OFFSET), word_at(page::SEQ_OFFSET) + 1, "latch_seq in step");
         assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), d.legacy_word);
     }
     w.retire_and_remove().unwrap();

@@ -2,9 +2,10 @@
  * exabond.h: read an exabond bond page from C or C++ (libexabond.so / libexabond.a).
  *
  * The agent publishes, for every bond it manages, a read-only 4096-byte page <dir>/exabond-<bond>
- * (default dir /dev). Offset 0 holds the exasock-compatible legacy word; a seqlocked block at
- * EXABOND_DATA_OFFSET (layout: struct exabond_snapshot) holds the active slave, every member, counters,
- * timestamps and the agent's heartbeat.
+ * (default dir /dev). Offset 0 holds the exasock-compatible legacy word; a block (layout: struct
+ * exabond_snapshot) holds the active slave, every member, counters, timestamps and the agent's heartbeat.
+ * The block is kept twice, at EXABOND_DATA_OFFSET and EXABOND_LATCH_DATA_OFFSET, under a latched seqlock:
+ * exabond_snapshot() always reads the copy the agent is not writing, so it never waits for the agent.
  *
  * Link with -lexabond (shared), or with libexabond.a plus -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
  * (static). Thread rule: exabond_changed() updates its handle, so use one handle per thread.
@@ -29,14 +30,25 @@
 #define EXABOND_LEGACY_WORD_OFFSET 0
 
 /**
- * Offset of the 64-bit seqlock sequence (odd while the writer updates the block).
+ * Offset of the 64-bit sequence: odd while the writer updates copy 0 (then copy 1 is the one to read),
+ * even otherwise (then copy 0 is).
  */
 #define EXABOND_SEQ_OFFSET 64
 
 /**
- * Offset of the seqlocked block, whose layout is `struct exabond_snapshot`.
+ * Offset of copy 0 of the block, whose layout is `struct exabond_snapshot`.
  */
 #define EXABOND_DATA_OFFSET 72
+
+/**
+ * Offset of `latch_seq` (`uint64_t`): the odd sequence at which copy 1 holds the block to read.
+ */
+#define EXABOND_LATCH_SEQ_OFFSET 640
+
+/**
+ * Offset of copy 1 of the block (same layout as copy 0).
+ */
+#define EXABOND_LATCH_DATA_OFFSET 648
 
 /**
  * Size of the seqlocked block: `sizeof(struct exabond_snapshot)`.
@@ -411,8 +423,9 @@ int exabond_changed(struct exabond_reader *reader);
 uint32_t exabond_legacy_word(const struct exabond_reader *reader);
 
 /**
- * Copy the page's block consistently (through the seqlock: retried while the agent is mid-update, never
- * torn) into `*out`. No allocation, no syscall.
+ * Copy the page's block consistently (through the latched seqlock: the copy the agent is not writing,
+ * retried only if the agent finished half a publication meanwhile; never torn) into `*out`. No
+ * allocation, no syscall.
  *
  * Returns `EXABOND_OK`, `EXABOND_ERR_NULL_ARG`, or `EXABOND_ERR_INCONSISTENT` (the retries ran out;
  * `*out` is then left unchanged).

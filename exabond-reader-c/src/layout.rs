@@ -16,10 +16,15 @@ use exabond_common::page::{self, legacy, ChangeSource, LinkState, PageData, Slav
 pub const EXABOND_PAGE_SIZE: usize = 4096;
 /// Offset of the exasock-compatible legacy word (`uint32_t`, one atomic store, written after the block).
 pub const EXABOND_LEGACY_WORD_OFFSET: usize = 0;
-/// Offset of the 64-bit seqlock sequence (odd while the writer updates the block).
+/// Offset of the 64-bit sequence: odd while the writer updates copy 0 (then copy 1 is the one to read),
+/// even otherwise (then copy 0 is).
 pub const EXABOND_SEQ_OFFSET: usize = 64;
-/// Offset of the seqlocked block, whose layout is `struct exabond_snapshot`.
+/// Offset of copy 0 of the block, whose layout is `struct exabond_snapshot`.
 pub const EXABOND_DATA_OFFSET: usize = 72;
+/// Offset of `latch_seq` (`uint64_t`): the odd sequence at which copy 1 holds the block to read.
+pub const EXABOND_LATCH_SEQ_OFFSET: usize = 640;
+/// Offset of copy 1 of the block (same layout as copy 0).
+pub const EXABOND_LATCH_DATA_OFFSET: usize = 648;
 /// Size of the seqlocked block: `sizeof(struct exabond_snapshot)`.
 pub const EXABOND_DATA_SIZE: usize = 520;
 /// Number of slave records in the block.
@@ -207,6 +212,8 @@ const _: () = {
     assert!(EXABOND_LEGACY_WORD_OFFSET == page::LEGACY_WORD_OFFSET);
     assert!(EXABOND_SEQ_OFFSET == page::SEQ_OFFSET);
     assert!(EXABOND_DATA_OFFSET == page::DATA_OFFSET);
+    assert!(EXABOND_LATCH_SEQ_OFFSET == page::LATCH_SEQ_OFFSET);
+    assert!(EXABOND_LATCH_DATA_OFFSET == page::LATCH_DATA_OFFSET);
     assert!(EXABOND_DATA_SIZE == page::DATA_SIZE);
     assert!(EXABOND_MAX_SLAVES == page::MAX_SLAVES);
     assert!(EXABOND_IFNAMSIZ == page::IFNAMSIZ);

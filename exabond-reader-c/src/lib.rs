@@ -289,8 +289,9 @@ pub unsafe extern "C" fn exabond_legacy_word(reader: *const exabond_reader) -> u
     unsafe { reader.as_ref() }.map_or(0, |r| r.inner.legacy_word())
 }
 
-/// Copy the page's block consistently (through the seqlock: retried while the agent is mid-update, never
-/// torn) into `*out`. No allocation, no syscall.
+/// Copy the page's block consistently (through the latched seqlock: the copy the agent is not writing,
+/// retried only if the agent finished half a publication meanwhile; never torn) into `*out`. No
+/// allocation, no syscall.
 ///
 /// Returns `EXABOND_OK`, `EXABOND_ERR_NULL_ARG`, or `EXABOND_ERR_INCONSISTENT` (the retries ran out;
 /// `*out` is then left unchanged).

@@ -107,6 +107,8 @@ fn header_compiles_as_c_and_cpp_and_agrees_on_the_layout() {
     check("EXABOND_PAGE_SIZE", page::PAGE_SIZE);
     check("EXABOND_DATA_OFFSET", page::DATA_OFFSET);
     check("EXABOND_SEQ_OFFSET", page::SEQ_OFFSET);
+    check("EXABOND_LATCH_SEQ_OFFSET", page::LATCH_SEQ_OFFSET);
+    check("EXABOND_LATCH_DATA_OFFSET", page::LATCH_DATA_OFFSET);
     check("EXABOND_DATA_SIZE", page::DATA_SIZE);
     check("EXABOND_PAGE_MAGIC", page::PAGE_MAGIC as usize);
     check("EXABOND_NO_SLOT", page::NO_SLOT as usize);
