@@ -88,7 +88,33 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         socket_sk: member_offset(&vmlinux, "socket", "sk")?,
         inode_i_mode: member_offset(&vmlinux, "inode", "i_mode")?,
         pt_regs_di: member_offset(&vmlinux, "pt_regs", "di")?,
+        net_device_priv: netdev_priv(&vmlinux)?,
+        mutex_owner: member_offset(&vmlinux, "mutex", "owner")?,
+        file_f_op: member_offset(&vmlinux, "file", "f_op")?,
+        bpf_map_id: member_offset(&vmlinux, "bpf_map", "id")?,
     })
+}
+
+/// Where `netdev_priv()` finds a device's private area: the `priv` member of `struct net_device` where
+/// the kernel has one (6.12), else the size of `struct net_device` aligned to `NETDEV_ALIGN` (32), as 6.1's
+/// `netdev_priv` computes it.
+///
+/// # Errors
+/// [`OffsetsError::NoStruct`] without `struct net_device`.
+pub fn netdev_priv(vmlinux: &Btf) -> Result<u32, OffsetsError> {
+    match member_offset(vmlinux, "net_device", "priv") {
+        Ok(off) => Ok(off),
+        Err(OffsetsError::NoMember(..)) => {
+            let types =
+                vmlinux.resolve_types_by_name("net_device").map_err(|_| OffsetsError::NoStruct("net_device"))?;
+            let size = types
+                .iter()
+                .find_map(|t| if let Type::Struct(s) = t { Some(s.size()) } else { None })
+                .ok_or(OffsetsError::NoStruct("net_device"))?;
+            u32::try_from(size.div_ceil(32) * 32).map_err(|_| OffsetsError::NoStruct("net_device"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the kernel has LSM hook `hook` (its BPF attach point `bpf_lsm_<hook>` in
@@ -202,6 +228,10 @@ mod tests {
         // A member inside an anonymous union/struct: sk_buff.len is plain, sk_buff.next is in an anonymous
         // union of a struct in every supported kernel.
         assert_eq!(member_offset(&btf, "sk_buff", "next").unwrap(), 0);
+        // netdev_priv: past the device, cache-aligned either way (priv member or aligned size).
+        let p = netdev_priv(&btf).unwrap();
+        assert!(p > member_offset(&btf, "net_device", "ifindex").unwrap() && p % 32 == 0, "{p}");
+        assert_eq!(member_offset(&btf, "mutex", "owner").unwrap(), 0, "atomic_long_t owner leads struct mutex");
         // The LSM programs' fields exist on this kernel too.
         for (st, m) in
             [("file", "f_inode"), ("inode", "i_ino"), ("sock", "sk_protocol"), ("sk_buff", "data"), ("sk_buff", "len")]

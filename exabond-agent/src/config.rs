@@ -8,6 +8,7 @@
 //! | `poll_ms` | integer (ms) | `--poll-ms` | MIN(miimon, `arp_interval`) of the bonds |
 //! | `metrics_addr` | `"IP:PORT"` | `--metrics-addr` | none (no metrics endpoint) |
 //! | `socket` | path | `--socket` | `/run/exabond/control.sock` |
+//! | `reader_socket` | path | `--reader-socket` | `/run/exabond/reader.sock` (the fast words, for any local reader) |
 //!
 //! A flag given on the command line wins over the file; a list given by flags replaces the file's list (it
 //! is not appended to). Unknown keys are an error, and every error names the file, the line and column, and
@@ -47,6 +48,9 @@ pub struct Settings {
     /// Control socket.
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// Reader socket (fast words).
+    #[serde(default)]
+    pub reader_socket: Option<PathBuf>,
 }
 
 /// What the agent runs with, after merging the file and the flags and applying the defaults.
@@ -64,6 +68,8 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Control socket.
     pub socket: PathBuf,
+    /// Reader socket (fast words).
+    pub reader_socket: PathBuf,
 }
 
 /// A configuration that cannot be used.
@@ -191,6 +197,7 @@ impl Settings {
             poll_ms: self.poll_ms.or(file.poll_ms),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             socket: self.socket.or(file.socket),
+            reader_socket: self.reader_socket.or(file.reader_socket),
         }
     }
 
@@ -204,6 +211,7 @@ impl Settings {
             poll_ms: self.poll_ms,
             metrics_addr: self.metrics_addr,
             socket: self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            reader_socket: self.reader_socket.unwrap_or_else(|| PathBuf::from(exabond_common::fast::READER_SOCKET)),
         }
     }
 }
@@ -233,6 +241,7 @@ page_dir = "/run/exabond"
 poll_ms = 50
 metrics_addr = "127.0.0.1:9464"
 socket = "/run/exabond/control.sock"
+reader_socket = "/run/exabond/reader.sock"
 "#;
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {

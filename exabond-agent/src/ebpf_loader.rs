@@ -26,6 +26,8 @@ pub fn object() -> &'static [u8] {
 pub const FAILOVER_FN: &str = "bond_change_active_slave";
 /// Kernel function probed to audit mode changes.
 pub const MODE_SET_FN: &str = "bond_option_mode_set";
+/// Kernel function probed for fast-word refreshes (the bonding driver's `ETHTOOL_GDRVINFO` handler).
+pub const REFRESH_FN: &str = "bond_ethtool_get_drvinfo";
 /// LSM hooks attached where the kernel has them: `file_ioctl_compat` (the 32-bit ioctl path has its own
 /// hook from 6.8, backported to some stable kernels; without it the compat path calls `file_ioctl`).
 pub const OPTIONAL_LSM_HOOKS: [&str; 1] = ["file_ioctl_compat"];
@@ -125,11 +127,16 @@ pub struct Loaded {
     pub offsets: exabond_common::offsets::KernelOffsets,
     /// The kprobes on bonding functions, in [`KPROBES`] order: their links go with the module.
     pub kprobe_links: Vec<KProbeLinkId>,
+    /// The fast words' maps.
+    pub fast: crate::fast_words::FastMaps,
 }
 
 /// The kprobes on functions of the bonding module: (program, kernel function).
-pub const KPROBES: [(&str, &str); 2] =
-    [("bond_change_active_slave", FAILOVER_FN), ("bond_option_mode_set", MODE_SET_FN)];
+pub const KPROBES: [(&str, &str); 3] = [
+    ("bond_change_active_slave", FAILOVER_FN),
+    ("bond_option_mode_set", MODE_SET_FN),
+    ("bond_ethtool_get_drvinfo", REFRESH_FN),
+];
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
@@ -230,6 +237,20 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         source,
     })?;
     crate::pin_layout::retire_stale(Path::new(PIN_DIR), OBJECT).map_err(LoadError::Layout)?;
+    let rtnl = crate::sysinfo::kernel_symbol("rtnl_mutex").unwrap_or_else(|| {
+        tracing::warn!(
+            "rtnl_mutex not found in /proc/kallsyms (kptr_restrict?): the kernel cannot re-derive fast words on \
+             request; they follow failovers only"
+        );
+        0
+    });
+    let map_fops = crate::sysinfo::kernel_symbol("bpf_map_fops").unwrap_or_else(|| {
+        tracing::warn!(
+            "bpf_map_fops not found in /proc/kallsyms: writable mappings of the fast words by other processes \
+             cannot be refused; readers that are not root get no fast word"
+        );
+        0
+    });
     let mut ebpf = EbpfLoader::new()
         // Statistics in the verifier's log: a refused program says how far it got (instructions, states).
         // `EXABOND_VERIFIER_LOG=verbose` (development): the whole log of a refused program.
@@ -239,6 +260,8 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
             aya::VerifierLogLevel::STATS
         })
         .override_global("OFFSETS", &offsets, true)
+        .override_global("RTNL_MUTEX", &rtnl, true)
+        .override_global("BPF_MAP_FOPS", &map_fops, true)
         .default_map_pin_directory(PIN_DIR)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
@@ -270,7 +293,24 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
         agent: take(&mut ebpf, "AGENT")?,
         managed_netns: take(&mut ebpf, "MANAGED_NETNS")?,
     };
-    Ok(Loaded { ebpf, events, maps, lsm: with_lsm, offsets, kprobe_links })
+    let words = match ebpf.take_map("FAST_WORDS") {
+        Some(aya::maps::Map::Array(d)) => d,
+        Some(_) => {
+            return Err(LoadError::Map {
+                name: "FAST_WORDS",
+                source: aya::maps::MapError::InvalidName { name: "FAST_WORDS".into() },
+            })
+        }
+        None => return Err(LoadError::Missing("FAST_WORDS")),
+    };
+    let fast = crate::fast_words::FastMaps {
+        words,
+        bond_slots: take(&mut ebpf, "BOND_SLOTS")?,
+        member_words: take(&mut ebpf, "MEMBER_WORDS")?,
+        guard: take(&mut ebpf, "FAST_GUARD")?,
+        guarded: map_fops != 0 && with_lsm,
+    };
+    Ok(Loaded { ebpf, events, maps, lsm: with_lsm, offsets, kprobe_links, fast })
 }
 
 /// This process as the page guard names it: its PID namespace (device in the kernel's encoding, inode)

@@ -200,6 +200,8 @@ fn set(shared: &Shared, state: ProbeState) {
         tracing::error!("FAILOVER PROBE DETACHED: {reason}");
     }
     shared.emit(event);
+    // The fast words speak for their bonds only while the probe writes them: epochs follow.
+    crate::fast_words::sync(shared);
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ pub fn manage_from(shared: &Shared, name: &str, links: &[LinkMessage]) -> Result
     drop(publisher);
     drop(enf);
     shared.report(notes);
+    crate::fast_words::sync(shared);
     let active = page.active_name().unwrap_or("none");
     Ok(format!("managing {name} (active {active})"))
 }
@@ -106,6 +107,7 @@ pub fn unmanage(shared: &Shared, name: &str) -> Result<String, ControlError> {
     drop(publisher);
     drop(enf);
     shared.report(notes);
+    crate::fast_words::sync(shared);
     Ok(format!("{name} is no longer managed"))
 }
 

@@ -129,10 +129,12 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
             bypass::report(shared, &bypass::repair(shared, found), seen_by(source));
         }
         if !stale {
+            crate::fast_words::sync(shared);
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    crate::fast_words::sync(shared);
     Ok(())
 }
 
@@ -346,36 +348,87 @@ fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
     }
 }
 
-/// A full re-read at least this often, even when every bond's sysfs `active_slave` agrees with its page
-/// (member link states and counters change without a failover).
+/// A full re-read at least this often when the poll checks sysfs (no fast words): member link states and
+/// counters change without a failover.
 const FULL_REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// A full re-read at least this often while the kernel publishes the fast words: the rtnetlink listener
+/// (which resynchronises after a loss) carries member changes, so this is only the deepest backstop.
+const DEEP_REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// A mismatch between a fast word and its page counts only once the kernel's change is this old (the page
+/// follows the kernel's word within the agent's latency).
+const FAST_SETTLE_NS: u64 = 50_000_000;
+/// At most one repair of mismatches this often (a mismatch that outlives a repair is not hammered).
+const REPAIR_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The poll backstop: every MIN(miimon, `arp_interval`) of the managed bonds (200 ms by default, or
-/// `override_ms`), compare each bond's active slave (sysfs) with its page, re-read everything over
-/// rtnetlink when one differs (or every [`FULL_REFRESH_EVERY`]), and refresh the heartbeat. The cheap check
-/// ([`ActiveFiles`]: one pread(2) per bond) keeps the agent's idle cost low with many bonds polled every
-/// 10 ms.
+/// `override_ms`), check that each bond's page agrees with the kernel, refresh the heartbeat, and re-read
+/// everything over rtnetlink when something differs or a full re-read is due.
+///
+/// While the kernel publishes the fast words the check costs no system call: each page is compared with
+/// the slot the failover probe keeps in memory (`fast_words::FastWords::state`). A mismatch (older than
+/// [`FAST_SETTLE_NS`]) means a full refresh, and the kernel is asked to re-derive the slots concerned. Without
+/// them (no eBPF, or the failover probe detached) it reads each bond's sysfs `active_slave`
+/// ([`ActiveFiles`]: one pread(2) per bond), as before.
 pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: CancellationToken) {
     let mut last_full = std::time::Instant::now();
+    let mut last_repair: Option<std::time::Instant> = None;
     let mut files = ActiveFiles::new(Path::new("/sys/class/net"));
+    let mut pages = Vec::new();
     loop {
         let ms = override_ms.unwrap_or_else(|| shared.publisher().poll_interval_ms()).max(1);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
         }
-        let actives = shared.publisher().actives();
-        if last_full.elapsed() >= FULL_REFRESH_EVERY || !files.all_match(&actives) {
-            if last_full.elapsed() >= FULL_REFRESH_EVERY {
-                // Pages written by someone else through a mapping or write(2) (no inotify event for those).
-                crate::page_watch::verify(&shared);
-            }
-            last_full = std::time::Instant::now();
-            if let Err(e) = refresh(&shared, ChangeSource::Poll).await {
-                tracing::warn!("poll: rtnetlink dump failed: {e}");
+        shared.publisher().heartbeat_and_words(&mut pages);
+        let fast = shared.fast().filter(|f| f.lock().is_live());
+        let (due, mismatched) = if let Some(f) = fast {
+            let now = exabond_common::clock::monotonic_ns();
+            let f = f.lock();
+            let bad: Vec<u32> = pages
+                .iter()
+                .filter(|p| {
+                    f.state(p.bond_ifindex).is_some_and(|st| {
+                        (st.word != p.word || st.active_ifindex != p.active)
+                            && now.saturating_sub(st.kernel_ns) > FAST_SETTLE_NS
+                    })
+                })
+                .map(|p| p.bond_ifindex)
+                .collect();
+            (last_full.elapsed() >= DEEP_REFRESH_EVERY, bad)
+        } else {
+            let actives = shared.publisher().actives();
+            let bad = if files.all_match(&actives) { Vec::new() } else { actives.iter().map(|a| a.0).collect() };
+            (last_full.elapsed() >= FULL_REFRESH_EVERY, bad)
+        };
+        // The sysfs check repairs at once, as it always did; a fast-word mismatch that outlived a repair is
+        // repaired again only after a pause.
+        let repair =
+            !mismatched.is_empty() && (fast.is_none() || last_repair.is_none_or(|t| t.elapsed() >= REPAIR_BACKOFF));
+        if !due && !repair {
+            continue;
+        }
+        if due {
+            // Pages written by someone else through a mapping or write(2) (no inotify event for those).
+            crate::page_watch::verify(&shared);
+        }
+        last_full = std::time::Instant::now();
+        if repair {
+            last_repair = Some(last_full);
+        }
+        if let Err(e) = refresh(&shared, ChangeSource::Poll).await {
+            tracing::warn!("poll: rtnetlink dump failed: {e}");
+        }
+        if repair && fast.is_some() {
+            let names: Vec<String> = {
+                let p = shared.publisher();
+                mismatched.iter().filter_map(|&i| p.name_of(i)).collect()
+            };
+            tracing::debug!(bonds = ?names, "poll: fast word and page differ: page re-read, kernel asked to re-derive the word");
+            for n in names {
+                crate::fast_words::request_refresh(&n);
             }
         }
-        shared.publisher().heartbeat();
     }
 }
 

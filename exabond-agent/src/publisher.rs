@@ -22,6 +22,17 @@ use crate::page_state::{render_failover, render_heartbeat, render_view, Now};
 use crate::report::{EbpfDetail, Failover, Note, Notes, PageProblem};
 use crate::smartnic::Locations;
 
+/// A page's legacy word and active slave (0: none), as the poll compares them with the fast word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageWord {
+    /// The bond.
+    pub bond_ifindex: u32,
+    /// The page's legacy word.
+    pub word: u32,
+    /// The page's active slave, 0 if none.
+    pub active: u32,
+}
+
 /// How long after an eBPF-seen failover a contradicting view is taken as older than the event (the probe
 /// fires at the entry of `bond_change_active_slave`, before the kernel has finished the switch).
 pub const SETTLE_NS: u64 = 100_000_000;
@@ -185,6 +196,39 @@ impl Publisher {
     #[must_use]
     pub fn pages(&self) -> Vec<PageData> {
         self.bonds.values().map(|m| *m.writer.current()).collect()
+    }
+
+    /// What the fast word of every managed bond should be made of (`fast_words.rs`): its page's word and
+    /// active slave, and the word each member shows when active (refused and not yet judged members
+    /// left out, as the page never shows them active).
+    #[must_use]
+    pub fn fast_desired(&self) -> Vec<crate::fast_words::Desired> {
+        self.bonds
+            .iter()
+            .map(|(&ifindex, m)| {
+                let d = m.writer.current();
+                let members = m
+                    .view
+                    .slaves
+                    .iter()
+                    .filter(|s| !self.forbidden.contains(s.ifindex))
+                    .map(|s| {
+                        let (id, port) = d.slaves().iter().find(|r| r.ifindex == s.ifindex).map_or_else(
+                            || crate::page_state::legacy_location(None, exabond_common::page::MAX_SLAVES),
+                            |r| (r.smartnic_id, r.port),
+                        );
+                        (s.ifindex, exabond_common::page::legacy::encode(true, id, port))
+                    })
+                    .collect();
+                crate::fast_words::Desired {
+                    bond_ifindex: ifindex,
+                    name: m.view.name.clone(),
+                    page_word: d.legacy_word,
+                    page_active: if d.flags & exabond_common::page::FLAG_ACTIVE != 0 { d.active_ifindex } else { 0 },
+                    members,
+                }
+            })
+            .collect()
     }
 
     /// Bond ifindex, bond name and active slave name of every page (for the poll's cheap check).
@@ -447,13 +491,34 @@ impl Publisher {
         vec![Note::Gone { bond, error }]
     }
 
-    /// Refresh every page's heartbeat.
+    /// Refresh every page's heartbeat (stores only: one word and the sequences of each page).
     pub fn heartbeat(&mut self) {
         let now = Now::read();
         for m in self.bonds.values_mut() {
             let next = render_heartbeat(m.writer.current(), now);
             m.writer.publish(&next);
         }
+    }
+
+    /// [`Self::heartbeat`], and each page's word and active slave into `out` (a buffer the poll keeps:
+    /// no allocation once it has room), for the poll's comparison with the fast words.
+    pub fn heartbeat_and_words(&mut self, out: &mut Vec<PageWord>) {
+        self.heartbeat();
+        out.clear();
+        out.extend(self.bonds.iter().map(|(&bond_ifindex, m)| {
+            let d = m.writer.current();
+            PageWord {
+                bond_ifindex,
+                word: d.legacy_word,
+                active: if d.flags & exabond_common::page::FLAG_ACTIVE != 0 { d.active_ifindex } else { 0 },
+            }
+        }));
+    }
+
+    /// The name of a managed bond.
+    #[must_use]
+    pub fn name_of(&self, ifindex: u32) -> Option<String> {
+        self.bonds.get(&ifindex).map(|m| m.view.name.clone())
     }
 }
 

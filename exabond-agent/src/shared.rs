@@ -9,6 +9,7 @@
 //! | veto counts | the eBPF event thread ([`VetoCounts::count`]) | `vetoes` lock (leaf) |
 //! | kernel event → page latencies | [`Shared::report`] of an eBPF failover | [`LatencyHistogram`]: atomics, no lock |
 //! | `SmartNIC` locations of members | [`Shared::locations`] | `smartnic` lock (leaf) |
+//! | fast-word slots and epochs, `BOND_SLOTS`, `MEMBER_WORDS` | [`FastWords`] (`fast_words::sync`) | `fast` lock (leaf) |
 //! | MAC pitfalls | `mac_pitfall::Tracker` | its own lock (leaf) |
 //! | events for observers | anyone emits on [`Bus`] (a broadcast sender, `Sync`) | [`Bus::subscribe`]; no agent lock |
 //!
@@ -53,6 +54,7 @@ use crate::agent_events::{AgentEvent, Bus, LatencyHistogram};
 use crate::bond_view::BondView;
 use crate::counters::Counters;
 use crate::enforcement::Enforcement;
+use crate::fast_words::FastWords;
 use crate::pi_mutex::{LockRank, PiMutex, PiMutexGuard};
 use crate::publisher::Publisher;
 use crate::report::Note;
@@ -73,6 +75,8 @@ pub struct Shared {
     publisher: PiMutex<Publisher>,
     /// `SmartNIC` locations of members, read before the publisher lock is taken. Leaf.
     smartnic: PiMutex<SmartNicCache>,
+    /// The fast words (none without eBPF). Leaf.
+    fast: Option<PiMutex<FastWords>>,
     /// Vetoes counted per bond.
     pub vetoes: VetoCounts,
     /// Bypasses, resyncs, self-check repairs and the degraded state.
@@ -90,11 +94,18 @@ pub struct Shared {
 impl Shared {
     /// The shared state around `publisher` and `enforcement`.
     #[must_use]
-    pub fn new(publisher: Publisher, enforcement: Enforcement, handle: Handle, page_dir: PathBuf) -> Self {
+    pub fn new(
+        publisher: Publisher,
+        enforcement: Enforcement,
+        fast: Option<FastWords>,
+        handle: Handle,
+        page_dir: PathBuf,
+    ) -> Self {
         Self {
             enforcement: PiMutex::with_rank(enforcement, ENFORCEMENT),
             publisher: PiMutex::with_rank(publisher, PUBLISHER),
             smartnic: PiMutex::with_rank(SmartNicCache::default(), LEAF),
+            fast: fast.map(|f| PiMutex::with_rank(f, LEAF)),
             vetoes: VetoCounts::default(),
             counters: Counters::default(),
             latency: LatencyHistogram::default(),
@@ -113,6 +124,12 @@ impl Shared {
     /// guard is dropped: report what its methods return with [`Shared::report`].
     pub fn publisher(&self) -> PiMutexGuard<'_, Publisher> {
         self.publisher.lock()
+    }
+
+    /// The fast words (a leaf lock), if the eBPF programs are loaded.
+    #[must_use]
+    pub fn fast(&self) -> Option<&PiMutex<FastWords>> {
+        self.fast.as_ref()
     }
 
     /// The `SmartNIC` locations of the members of `views` (syscalls and logs: call it before taking the
@@ -196,6 +213,7 @@ pub fn for_tests(page_dir: PathBuf) -> Shared {
     Shared::new(
         Publisher::new(page_dir.clone()),
         Enforcement::new(None, MemberPolicy::new(&[]), Mode::DetectAndRevert),
+        None,
         handle,
         page_dir,
     )

@@ -89,6 +89,24 @@ pub fn bpf_lsm_active() -> Option<bool> {
     Some(s.trim().split(',').any(|l| l == "bpf"))
 }
 
+/// The address of kernel symbol `name` (`/proc/kallsyms`; needs `CAP_SYSLOG` for real addresses), `None`
+/// if absent or hidden (all zeros).
+#[must_use]
+pub fn kernel_symbol(name: &str) -> Option<u64> {
+    use std::io::BufRead as _;
+    let f = std::fs::File::open("/proc/kallsyms").ok()?;
+    for line in std::io::BufReader::with_capacity(1 << 16, f).lines() {
+        let line = line.ok()?;
+        let mut it = line.split_ascii_whitespace();
+        let (Some(addr), Some(_kind), Some(sym)) = (it.next(), it.next(), it.next()) else { continue };
+        // Module symbols carry "[module]" after the name; a vmlinux symbol has nothing after it.
+        if sym == name && it.next().is_none() {
+            return u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +121,14 @@ mod tests {
         assert!(inode_of(Path::new("/proc/self")).is_ok());
         assert_eq!(std::mem::size_of::<EthtoolDrvinfo>(), 196);
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
+    }
+
+    #[test]
+    fn kernel_symbols() {
+        assert_eq!(kernel_symbol("exabond_no_such_symbol"), None);
+        // A vmlinux function every kernel has; its address is hidden (None) without CAP_SYSLOG.
+        if let Some(a) = kernel_symbol("schedule") {
+            assert!(a > 0xffff_0000_0000_0000, "{a:#x} is not a kernel address");
+        }
     }
 }

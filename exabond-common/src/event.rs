@@ -95,6 +95,8 @@ pub enum VetoWhat {
     /// not faulted in, more messages or attributes than it reads, a batch that renames or re-numbers
     /// devices before enslaving one, a namespace move together with a master): refused, fail closed.
     Unparseable = 12,
+    /// A writable mapping of the fast words (`FAST_WORDS`) by a process other than the agent.
+    FastMapWrite = 13,
 }
 
 impl VetoWhat {
@@ -114,6 +116,7 @@ impl VetoWhat {
             10 => Some(Self::PageRename),
             11 => Some(Self::PageMapWrite),
             12 => Some(Self::Unparseable),
+            13 => Some(Self::FastMapWrite),
             _ => None,
         }
     }
@@ -134,6 +137,7 @@ impl VetoWhat {
             Self::PageRename => "bond page renamed or replaced",
             Self::PageMapWrite => "writable mapping of a bond page",
             Self::Unparseable => "request that cannot be inspected completely (fail closed)",
+            Self::FastMapWrite => "writable mapping of the fast words",
         }
     }
 }

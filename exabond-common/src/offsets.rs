@@ -65,6 +65,15 @@ pub struct KernelOffsets {
     pub inode_i_mode: u32,
     /// `struct pt_regs.di` (`x86_64`: 1st syscall argument).
     pub pt_regs_di: u32,
+    /// From a `struct net_device` to its private area (`netdev_priv`: a bond's `struct bonding`): the
+    /// `priv` member where the kernel has one (6.12), else `sizeof(struct net_device)` aligned to 32 (6.1).
+    pub net_device_priv: u32,
+    /// `struct mutex.owner` (`atomic_long_t`: the owning task, flags in its low 3 bits).
+    pub mutex_owner: u32,
+    /// `struct file.f_op` (`const struct file_operations *`).
+    pub file_f_op: u32,
+    /// `struct bpf_map.id` (`u32`).
+    pub bpf_map_id: u32,
 }
 
 #[cfg(feature = "user")]

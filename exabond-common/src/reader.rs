@@ -1,6 +1,11 @@
 //! Reading a bond's page: open by bond name or path (read-only map), a one-load "changed?" check for hot
 //! loops, and consistent snapshots through the seqlock. No allocation or syscall after [`PageReader::open`]
 //! (the clock reads of [`PageReader::heartbeat_age_ns`] go through the vDSO).
+//!
+//! Where the agent offers it, the reader also maps the bond's fast word ([`crate::fast`]: the kernel's own
+//! publication of the legacy word, ahead of the page by the agent's latency) and its hot-loop calls
+//! ([`PageReader::changed`], [`PageReader::legacy_word`], [`PageReader::active`]) read that; everything
+//! else, and those calls once the fast word is retired or when it is not offered, reads the page.
 
 use std::fs::File;
 use std::io;
@@ -10,9 +15,45 @@ use std::sync::atomic::Ordering;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::clock;
-use crate::page::{PageData, DEFAULT_PAGE_DIR, LAYOUT_VERSION, PAGE_MAGIC, PAGE_SIZE};
+use crate::fast::READER_SOCKET;
+use crate::fast_reader::{FastError, FastWord};
+use crate::page::{PageData, DEFAULT_PAGE_DIR, FLAG_ACTIVE, LAYOUT_VERSION, PAGE_FILE_PREFIX, PAGE_MAGIC, PAGE_SIZE};
 use crate::seqlock::RawPage;
 use crate::writer::page_path;
+
+/// Where [`PageReader`] asks for the fast word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastSource<'a> {
+    /// `$EXABOND_READER_SOCKET`, else [`READER_SOCKET`]; none at all if `$EXABOND_FAST` is `off`.
+    Default,
+    /// This socket.
+    Socket(&'a Path),
+    /// Never: the page only.
+    Off,
+}
+
+/// Which publication a reader's hot-loop calls read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveSource {
+    /// The kernel's fast word.
+    Fast,
+    /// The agent's page.
+    Page,
+}
+
+/// The active slave as the hot-loop calls see it (see [`PageReader::active`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Active {
+    /// The legacy word.
+    pub word: u32,
+    /// ifindex of the active slave (0: none shown).
+    pub ifindex: u32,
+    /// `CLOCK_MONOTONIC` ns of the kernel's change behind it (0 when the page's change was not seen by
+    /// the probe).
+    pub kernel_ns: u64,
+    /// Where it was read.
+    pub source: ActiveSource,
+}
 
 /// How many times [`PageReader::snapshot`] retries a torn copy before giving up. With the latch a copy
 /// is only torn when the writer completes half a publication during it, so a retry is rare even against
@@ -74,12 +115,26 @@ pub enum ReadError {
     Inconsistent,
 }
 
-/// A read-only mapping of one bond page.
+/// A read-only mapping of one bond page, and of its fast word where the agent offers it.
 pub struct PageReader {
     raw: RawPage,
     cached: u32,
+    /// The fast word's word-and-epoch as `changed` saw it last.
+    cached_fast: u64,
+    /// The fast slot's first word while the hot-loop calls read it; null once retired or never attached.
+    hot: *const core::sync::atomic::AtomicU64,
+    fast: Option<FastWord>,
+    /// Why the fast word is not read (it was not offered), for diagnostics.
+    fast_note: Option<String>,
+    /// The fast word was attached, then retired: the hot-loop calls went back to the page.
+    fast_retired: bool,
     _map: Mmap,
 }
+
+// SAFETY: `hot` points into `fast`'s mapping, owned by this value; every access is an atomic load.
+unsafe impl Send for PageReader {}
+// SAFETY: as above; the `&self` methods only load.
+unsafe impl Sync for PageReader {}
 
 impl PageReader {
     /// Open the page of bond `bond` in the default directory (`/dev`).
@@ -98,11 +153,104 @@ impl PageReader {
         Self::open_path(&page_path(dir, bond))
     }
 
-    /// Open a page file by path, check it is an exabond page of this layout, and map it read-only.
+    /// Open a page file by path, check it is an exabond page of this layout, map it read-only, and attach
+    /// the bond's fast word if the agent offers it ([`FastSource::Default`]).
+    ///
+    /// # Errors
+    /// See [`ReadError`]. The fast word is best effort: [`Self::fast_note`] says why it is not read.
+    pub fn open_path(path: &Path) -> Result<Self, ReadError> {
+        Self::open_path_with(path, FastSource::Default)
+    }
+
+    /// [`Self::open_path`] with the fast word asked for at `fast`.
     ///
     /// # Errors
     /// See [`ReadError`].
-    pub fn open_path(path: &Path) -> Result<Self, ReadError> {
+    pub fn open_path_with(path: &Path, fast: FastSource<'_>) -> Result<Self, ReadError> {
+        let mut reader = Self::open_page(path)?;
+        let env_socket = std::env::var_os("EXABOND_READER_SOCKET").map(PathBuf::from);
+        let socket = match fast {
+            FastSource::Off => None,
+            FastSource::Socket(p) => Some(p.to_owned()),
+            FastSource::Default if std::env::var_os("EXABOND_FAST").is_some_and(|v| v == "off") => None,
+            FastSource::Default => Some(env_socket.unwrap_or_else(|| PathBuf::from(READER_SOCKET))),
+        };
+        let bond = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(PAGE_FILE_PREFIX));
+        match (socket, bond) {
+            (Some(socket), Some(bond)) => {
+                if let Err(e) = reader.attach_fast(&socket, bond) {
+                    reader.fast_note = Some(e.to_string());
+                }
+            }
+            (None, _) => reader.fast_note = Some("not asked for".into()),
+            (_, None) => reader.fast_note = Some(format!("{} is not named {PAGE_FILE_PREFIX}<bond>", path.display())),
+        }
+        Ok(reader)
+    }
+
+    /// Ask the agent at `socket` for `bond`'s fast word and read it from now on (replacing one attached
+    /// before). The slot must speak for this page's bond (same ifindex).
+    ///
+    /// # Errors
+    /// [`FastError`]; the reader then keeps reading what it read before.
+    pub fn attach_fast(&mut self, socket: &Path, bond: &str) -> Result<(), FastError> {
+        let fast = FastWord::connect(socket, bond)?;
+        let page_bond = self.snapshot().map_or(0, |d| d.bond_ifindex);
+        if fast.bond_ifindex() != page_bond {
+            return Err(FastError::Protocol {
+                path: socket.to_owned(),
+                what: format!(
+                    "its bond {bond} is ifindex {}, the page's is {page_bond} (another agent, or another namespace)",
+                    fast.bond_ifindex()
+                ),
+            });
+        }
+        let v = fast.word_and_epoch();
+        self.hot = fast.hot_word();
+        self.cached_fast = v;
+        self.cached = FastWord::word_of(v);
+        self.fast = Some(fast);
+        self.fast_note = None;
+        self.fast_retired = false;
+        if FastWord::epoch_of(v) != self.fast.as_ref().map_or(0, FastWord::epoch) {
+            self.retire_fast();
+        }
+        Ok(())
+    }
+
+    /// Whether the hot-loop calls read the fast word (attached, and not retired as far as this reader has
+    /// seen).
+    #[must_use]
+    pub fn uses_fast(&self) -> bool {
+        !self.hot.is_null()
+    }
+
+    /// Why the fast word is not read: not offered (the agent's answer), not asked for, or retired.
+    #[must_use]
+    pub fn fast_note(&self) -> Option<&str> {
+        if self.fast_retired {
+            Some("the fast word was retired (bond unmanaged, or the kernel stopped publishing it): reading the page")
+        } else {
+            self.fast_note.as_deref()
+        }
+    }
+
+    /// The attached fast word, if any (retired or not).
+    #[must_use]
+    pub const fn fast(&self) -> Option<&FastWord> {
+        self.fast.as_ref()
+    }
+
+    /// The fast word was retired: back to the page (no call, no allocation: `changed` inlines it).
+    #[inline]
+    fn retire_fast(&mut self) {
+        self.hot = core::ptr::null();
+        self.cached = self.page_word();
+        self.fast_retired = true;
+    }
+
+    /// Open and check the page alone.
+    fn open_page(path: &Path) -> Result<Self, ReadError> {
         let err = |source| ReadError::Open { path: path.to_owned(), source };
         let file = File::open(path).map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
@@ -114,7 +262,16 @@ impl PageReader {
         let map = unsafe { MmapOptions::new().len(PAGE_SIZE).map(&file) }.map_err(err)?;
         // SAFETY: PAGE_SIZE bytes, page-aligned, kept alive in `_map`.
         let raw = unsafe { RawPage::new(map.as_ptr()) };
-        let mut reader = Self { raw, cached: 0, _map: map };
+        let mut reader = Self {
+            raw,
+            cached: 0,
+            cached_fast: 0,
+            hot: core::ptr::null(),
+            fast: None,
+            fast_note: None,
+            fast_retired: false,
+            _map: map,
+        };
         match reader.snapshot() {
             Ok(_) => {}
             Err(ReadError::LayoutChanged { magic, .. }) if magic != PAGE_MAGIC => {
@@ -125,29 +282,86 @@ impl PageReader {
             }
             Err(e) => return Err(e),
         }
-        reader.cached = reader.legacy_word();
+        reader.cached = reader.page_word();
         Ok(reader)
     }
 
-    /// The exasock-compatible legacy word (one acquire load).
+    /// The exasock-compatible legacy word: the fast word's while it is read (one load, and a check of its
+    /// epoch), else the page's (one acquire load).
     #[inline]
     #[must_use]
     pub fn legacy_word(&self) -> u32 {
+        if !self.hot.is_null() {
+            // SAFETY: `hot` points into the fast word's live mapping (it is nulled before that goes).
+            let v = unsafe { &*self.hot }.load(Ordering::Acquire);
+            if self.fast.as_ref().is_some_and(|f| FastWord::epoch_of(v) == f.epoch()) {
+                return FastWord::word_of(v);
+            }
+        }
+        self.page_word()
+    }
+
+    /// The page's legacy word, what exasock readers see (one acquire load), whatever the fast word says.
+    #[inline]
+    #[must_use]
+    pub fn page_word(&self) -> u32 {
         self.raw.legacy().load(Ordering::Acquire)
     }
 
-    /// Hot-loop check: one load of the legacy word compared with the value seen last time; `true` (and
-    /// the cache updated) when the active link changed. Like the original's word, an A→B→A flip between
-    /// two calls is invisible here; [`Self::snapshot`]'s `failover_count` sees it.
+    /// Hot-loop check: one load of the legacy word (the fast word's with its epoch, or the page's) compared
+    /// with the value seen last time; `true` (and the cache updated) when the active link changed, or when
+    /// the fast word was retired and the reader went back to the page. Like the original's word, an A→B→A
+    /// flip between two calls is invisible here; [`Self::snapshot`]'s `failover_count` sees it.
     #[inline]
     pub fn changed(&mut self) -> bool {
-        let w = self.legacy_word();
+        if !self.hot.is_null() {
+            // SAFETY: `hot` points into the fast word's live mapping (it is nulled before that goes).
+            let v = unsafe { &*self.hot }.load(Ordering::Acquire);
+            if v == self.cached_fast {
+                return false;
+            }
+            if self.fast.as_ref().is_some_and(|f| FastWord::epoch_of(v) == f.epoch()) {
+                self.cached_fast = v;
+                self.cached = FastWord::word_of(v);
+            } else {
+                self.retire_fast();
+            }
+            return true;
+        }
+        let w = self.page_word();
         if w == self.cached {
             false
         } else {
             self.cached = w;
             true
         }
+    }
+
+    /// The active slave as the hot-loop calls see it: from the fast word (a consistent copy of the
+    /// kernel's slot) while it is read, else from a snapshot of the page. Right after [`Self::changed`]
+    /// said yes, this agrees with the word it saw or a later one; a snapshot may still show the previous
+    /// slave for the agent's latency.
+    ///
+    /// # Errors
+    /// [`ReadError`] from the page's snapshot.
+    pub fn active(&self) -> Result<Active, ReadError> {
+        if !self.hot.is_null() {
+            if let Some(st) = self.fast.as_ref().and_then(|f| f.state().ok()) {
+                return Ok(Active {
+                    word: st.word,
+                    ifindex: st.active_ifindex,
+                    kernel_ns: st.kernel_ns,
+                    source: ActiveSource::Fast,
+                });
+            }
+        }
+        let d = self.snapshot()?;
+        Ok(Active {
+            word: d.legacy_word,
+            ifindex: if d.flags & FLAG_ACTIVE != 0 { d.active_ifindex } else { 0 },
+            kernel_ns: d.kernel_event_ns,
+            source: ActiveSource::Page,
+        })
     }
 
     /// The seqlock sequence (even when stable; grows by 2 per publication, heartbeats included).

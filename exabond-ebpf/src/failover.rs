@@ -6,6 +6,8 @@
 //! once when `new_active == old_active`, otherwise it switches (and near its end raises
 //! `NETDEV_BONDING_FAILOVER`, the rtnetlink event). A probe at entry therefore sees the decision before any
 //! netlink listener can. `new_active` is NULL when no slave is left.
+//!
+//! It publishes the bond's fast word itself (`fast_word.rs`), then sends the agent a record.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -49,6 +51,9 @@ fn try_bond_change_active_slave(ctx: &ProbeContext) -> Result<(), i64> {
     }
     let old_ifindex = slave_ifindex(old_active, &o)?;
     let new_ifindex = slave_ifindex(new_active, &o)?;
+    // The fast word first: readers that map it see the change now, whatever becomes of the record below
+    // (a full ring while no agent drains it).
+    crate::fast_word::publish(&key, new_ifindex, ktime_ns);
     // Reserve late and submit at once: epoll reports the ring readable as soon as a record is reserved.
     let Some(mut slot) = EVENTS.reserve::<FailoverEvent>(0) else {
         return Err(-28); // ENOSPC: the agent is not draining the ring

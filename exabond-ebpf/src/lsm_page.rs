@@ -13,7 +13,10 @@
 //! - `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)` and
 //!   `file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)`: a writable
 //!   mapping, shared or private (a private writable mapping changes nothing on the page, but the original
-//!   refused it and a reader has no use for one).
+//!   refused it and a reader has no use for one). `mmap_file` also refuses a writable mapping of the fast
+//!   words (`FAST_WORDS`, whose descriptor readers get read-write because the kernel maps no read-only BPF
+//!   map descriptor at all): a file whose `f_op` is `bpf_map_fops` and whose map's id is in `FAST_GUARD`.
+//!   (A read-only mapping of a map cannot be made writable by `mprotect`: the kernel drops `VM_MAYWRITE`.)
 //!
 //! Hot paths first: an open without write access, a mapping without `PROT_WRITE` and a file-less mapping
 //! leave after one or two BTF-checked loads, with no helper call. A page's identity is its superblock's
@@ -24,9 +27,9 @@ use aya_ebpf::{bindings::bpf_pidns_info, helpers::generated::bpf_get_ns_current_
 use exabond_common::event::VetoWhat;
 use exabond_common::policy_maps::{PageInode, EACCES};
 
-use crate::kernel::{load_btf, offset};
+use crate::kernel::{load_btf, offset, offsets, read};
 use crate::veto::{lsm_ret, refused_earlier, veto};
-use crate::{AGENT, PAGE_INODES};
+use crate::{AGENT, FAST_GUARD, PAGE_INODES};
 
 /// `FMODE_WRITE` (include/linux/fs.h).
 const FMODE_WRITE: u32 = 0x2;
@@ -74,6 +77,26 @@ fn page_of_file(file: u64) -> Option<u32> {
     }
     // SAFETY: `file` is BTF-typed (a hook argument or loaded from one).
     page_of(unsafe { load_btf(file, offset!(file_f_inode)) })
+}
+
+/// Whether `file` (a BTF-typed `struct file *`) is the fast words' map: its `f_op` is `bpf_map_fops`
+/// (exact: no other file's private data is read as a map) and its map's id is the one in `FAST_GUARD`.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "eBPF: no BPF-to-BPF call, so the verifier keeps pointer types and constants")]
+fn is_fast_words(file: u64) -> bool {
+    // SAFETY: a plain static set before load.
+    let fops = unsafe { core::ptr::read_volatile(&raw const crate::BPF_MAP_FOPS) };
+    if file == 0 || fops == 0 {
+        return false;
+    }
+    let o = offsets();
+    let Ok(f_op) = read::<u64>(file + u64::from(o.file_f_op)) else { return false };
+    if f_op != fops {
+        return false;
+    }
+    let Ok(map) = read::<u64>(file + u64::from(o.file_private_data)) else { return false };
+    let Ok(id) = read::<u32>(map + u64::from(o.bpf_map_id)) else { return false };
+    FAST_GUARD.get(0).is_some_and(|&g| g != 0 && g == id)
 }
 
 /// Whether the caller is the registered agent process. No agent registered, or a failed lookup of the
@@ -186,7 +209,19 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     if prot & PROT_WRITE == 0 {
         return 0;
     }
-    judge(page_of_file(ctx.arg(0)), VetoWhat::PageMapWrite)
+    // An anonymous mapping has no file. The verifier takes an LSM hook's pointer arguments for trusted and
+    // never NULL, and prunes a NULL test of them as dead code (then a load through NULL is a kernel oops):
+    // the test is made on the argument read as plain bytes, which the verifier cannot reason about.
+    let Ok(raw) = read::<u64>(aya_ebpf::EbpfContext::as_ptr(&ctx) as u64) else { return 0 };
+    if raw == 0 {
+        return 0;
+    }
+    let file: u64 = ctx.arg(0);
+    match page_of_file(file) {
+        Some(bond) => judge(Some(bond), VetoWhat::PageMapWrite),
+        None if is_fast_words(file) => judge(Some(0), VetoWhat::FastMapWrite),
+        None => 0,
+    }
 }
 
 /// mprotect adding `PROT_WRITE` to a mapping of a page.

@@ -8,6 +8,8 @@
 #![no_main]
 
 mod failover;
+mod fast_refresh;
+mod fast_word;
 mod kernel;
 mod lsm_file;
 mod lsm_ioctl;
@@ -16,10 +18,12 @@ mod lsm_page;
 mod mode_audit;
 mod veto;
 
+use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
+use exabond_common::fast::{FastSlot, FAST_SLOTS};
 use exabond_common::offsets::KernelOffsets;
 use exabond_common::policy_maps::{AgentId, DevKey, GuardedFile, NameKey, PageInode};
 
@@ -53,7 +57,21 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     socket_sk: 0,
     inode_i_mode: 0,
     pt_regs_di: 0,
+    net_device_priv: 0,
+    mutex_owner: 0,
+    file_f_op: 0,
+    bpf_map_id: 0,
 };
+
+/// Address of the kernel's `rtnl_mutex` (from `/proc/kallsyms`), set by userspace at load time; 0 keeps
+/// the refresh probe from writing (see `fast_refresh.rs`).
+#[no_mangle]
+static RTNL_MUTEX: u64 = 0;
+
+/// Address of the kernel's `bpf_map_fops` (from `/proc/kallsyms`): how the page guard knows a file is a
+/// BPF map (0: it cannot, and does not guard `FAST_WORDS`).
+#[no_mangle]
+static BPF_MAP_FOPS: u64 = 0;
 
 /// Per-CPU scratch space for what does not fit the 512-byte BPF stack (a name key, a written text).
 #[repr(C)]
@@ -103,6 +121,24 @@ static VERDICT_BY_IFINDEX: HashMap<DevKey, u32> = HashMap::pinned(16384, 0);
 /// rtnetlink name devices). Absent = ENODEV.
 #[map]
 static VERDICT_BY_NAME: HashMap<NameKey, u32> = HashMap::pinned(32768, 0);
+
+/// The fast words (`exabond_common::fast`): one slot per managed bond, written by the failover and refresh
+/// probes, mapped read-only by readers (`BPF_F_MMAPABLE`).
+#[map]
+static FAST_WORDS: Array<FastSlot> = Array::pinned(FAST_SLOTS, BPF_F_MMAPABLE);
+
+/// The slot of each managed bond in `FAST_WORDS`: key = (namespace, bond ifindex).
+#[map]
+static BOND_SLOTS: HashMap<DevKey, u32> = HashMap::pinned(FAST_SLOTS, 0);
+
+/// Slot 0: the id of `FAST_WORDS` (set by the agent), whose writable mappings only the agent may make.
+#[map]
+static FAST_GUARD: Array<u32> = Array::pinned(1, 0);
+
+/// The legacy word each member of a managed bond shows when active, by (namespace, ifindex); absent for
+/// refused and not yet judged members (shown as no active slave).
+#[map]
+static MEMBER_WORDS: HashMap<DevKey, u32> = HashMap::pinned(16384, 0);
 
 /// The bond pages, by (device, inode): value = the bond's ifindex. Only the agent may write them.
 #[map]

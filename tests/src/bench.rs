@@ -1,11 +1,14 @@
-//! `exabond-e2e bench`: the in-VM half of `cargo xtask bench`. Runs the failover latency bench for each
-//! agent configuration (default: event thread blocked in poll(2); `--busy-poll`), the veto overhead and the
-//! footprint/scale bench, and writes every raw sample to `OUT/vm.json` (the host computes the figures).
+//! `exabond-e2e bench`: the in-VM half of `cargo xtask bench`. Runs, as its `--phases` say, the failover
+//! latency bench for each agent configuration (default: event waiters blocked in poll(2); the previous
+//! single waiter; `--busy-poll`), the veto overhead and the footprint/scale bench (the agent, and beside it
+//! a baseline build given by `--baseline`), and writes every raw sample to `OUT/vm.json` (the host
+//! computes the figures) after each phase, so a boot that dies later keeps what it measured. Each phase
+//! is framed by `E2E BENCH PHASE <name> START` / `END` lines: the host names the phase a dead boot was in.
 //! Benchmarks, not tests: nothing here asserts a timing goal; a sub-bench that cannot run is a failure.
 //!
-//! `exabond-e2e bench [--exabond PATH] [--out DIR] [--smoke] [--failovers N] [--bonds N] [--idle-s S]
-//! [--configs single_waiter,default,busy_poll] [--failover-only]`
-//! (`exabond-e2e bench-reader` is the spinning page reader process the failover bench starts).
+//! `exabond-e2e bench [--exabond PATH] [--out DIR] [--smoke] [--failovers N] [--default-failovers N]
+//! [--bonds N] [--idle-s S] [--configs single_waiter,default,busy_poll] [--phases failover,veto,footprint]
+//! [--baseline PATH]` (`exabond-e2e bench-reader` is the spinning reader process the failover bench starts).
 
 mod failover;
 mod footprint;
@@ -31,13 +34,24 @@ struct Opts {
     exabond: PathBuf,
     out: PathBuf,
     failovers: usize,
+    /// Failovers of the default configuration (its fast-word goal is graded on at least 1000).
+    default_failovers: usize,
     bonds: usize,
     idle: Duration,
     veto: veto::Sizes,
     smoke: bool,
-    failover_only: bool,
+    /// Phases to run: `failover`, `veto`, `footprint` (all when empty).
+    phases: Vec<String>,
     /// Agent configurations of the failover bench to run (all when empty).
     only: Vec<String>,
+    /// A baseline agent measured beside this one in the footprint phase.
+    baseline: Option<PathBuf>,
+}
+
+impl Opts {
+    fn phase(&self, name: &str) -> bool {
+        self.phases.is_empty() || self.phases.iter().any(|p| p == name)
+    }
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -48,12 +62,14 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             .unwrap_or_else(|| PathBuf::from("exabond")),
         out: PathBuf::from("bench-out"),
         failovers: 210,
+        default_failovers: 1000,
         bonds: 64,
         idle: Duration::from_secs(60),
         veto: veto::Sizes { rounds: 4, batches: 15, ops: 20_000 },
         smoke: false,
-        failover_only: false,
+        phases: Vec::new(),
         only: Vec::new(),
+        baseline: None,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -62,12 +78,18 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             "--smoke" => {
                 o.smoke = true;
                 o.failovers = 12;
+                o.default_failovers = 12;
                 o.bonds = 8;
                 o.idle = Duration::from_secs(3);
                 o.veto = veto::Sizes { rounds: 1, batches: 3, ops: 5_000 };
             }
-            "--failover-only" => o.failover_only = true,
+            "--failover-only" => o.phases = vec!["failover".into()],
+            "--phases" => o.phases = val()?.split(',').map(str::to_owned).collect(),
             "--configs" => o.only = val()?.split(',').map(str::to_owned).collect(),
+            "--baseline" => o.baseline = Some(PathBuf::from(val()?)),
+            "--default-failovers" => {
+                o.default_failovers = val()?.parse().map_err(|e| format!("--default-failovers: {e}"))?;
+            }
             "--exabond" => o.exabond = PathBuf::from(val()?),
             "--out" => o.out = PathBuf::from(val()?),
             "--failovers" => o.failovers = val()?.parse().map_err(|e| format!("--failovers: {e}"))?,
@@ -157,49 +179,63 @@ pub fn main(mode: &str, args: Vec<String>) -> ExitCode {
         ("default", vec![], None),
         ("busy_poll", vec!["--busy-poll", last_cpu.as_str()], None),
     ];
-    let mut failovers = serde_json::Map::new();
-    for (name, args, env) in configs.iter().filter(|c| o.only.is_empty() || o.only.iter().any(|n| n == c.0)) {
-        println!("E2E BENCH failover latency, agent {name} {args:?} {env:?}: {} failovers", o.failovers);
-        let label = format!("bench: {} failovers, agent {name}", o.failovers);
-        if let Some((k, v)) = env {
-            std::env::set_var(k, v);
-        }
-        let own_cpu = name.starts_with("busy");
-        let r = s.check(&label, || failover::run(&o.exabond, args, own_cpu, o.failovers));
-        if let Some((k, _)) = env {
-            std::env::remove_var(k);
-        }
-        if let Some(v) = r {
-            failovers.insert((*name).to_owned(), json!({ "agent_args": args, "cpus": cpus(), "failovers": v }));
-        }
-    }
-    if o.failover_only {
-        let doc = json!({ "kernel": kernel, "cpus": cpus(), "smoke": o.smoke, "failover": failovers, "veto": null, "footprint": null });
-        let _ = std::fs::create_dir_all(&o.out);
-        let _ = std::fs::write(o.out.join("vm.json"), serde_json::to_vec_pretty(&doc).unwrap_or_default());
-        println!("{}", s.summary());
-        return ExitCode::SUCCESS;
-    }
-    clear_pins();
-    println!("E2E BENCH veto overhead");
-    let veto =
-        s.check("bench: veto overhead (write(2), open+close; LSM attached vs not)", || veto::run(&o.exabond, o.veto));
-    clear_pins();
-    println!("E2E BENCH footprint: {} bonds, {} s idle", o.bonds, o.idle.as_secs());
-    let footprint = s.check(&format!("bench: footprint and scale, {} bonds", o.bonds), || {
-        footprint::run(&o.exabond, o.bonds, o.idle)
-    });
-    let doc = json!({
+    let mut doc = json!({
         "kernel": kernel,
         "cpus": cpus(),
         "smoke": o.smoke,
-        "failover": failovers,
-        "veto": veto.unwrap_or(Value::Null),
-        "footprint": footprint.unwrap_or(Value::Null),
+        "failover": {},
+        "veto": null,
+        "footprint": null,
     });
     let path = o.out.join("vm.json");
-    let written = std::fs::create_dir_all(&o.out)
-        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()));
+    let save = |doc: &Value| {
+        std::fs::create_dir_all(&o.out)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(doc).unwrap_or_default()))
+    };
+    if o.phase("failover") {
+        for (name, args, env) in configs.iter().filter(|c| o.only.is_empty() || o.only.iter().any(|n| n == c.0)) {
+            let n = if *name == "default" { o.default_failovers } else { o.failovers };
+            println!("E2E BENCH PHASE failover-{name} START");
+            println!("E2E BENCH failover latency, agent {name} {args:?} {env:?}: {n} failovers");
+            let label = format!("bench: {n} failovers, agent {name}");
+            if let Some((k, v)) = env {
+                std::env::set_var(k, v);
+            }
+            let own_cpu = name.starts_with("busy");
+            let r = s.check(&label, || failover::run(&o.exabond, args, own_cpu, n));
+            if let Some((k, _)) = env {
+                std::env::remove_var(k);
+            }
+            if let Some(v) = r {
+                doc["failover"][*name] = json!({ "agent_args": args, "cpus": cpus(), "failovers": v });
+            }
+            let _ = save(&doc);
+            println!("E2E BENCH PHASE failover-{name} END");
+        }
+    }
+    if o.phase("veto") {
+        clear_pins();
+        println!("E2E BENCH PHASE veto START");
+        println!("E2E BENCH veto overhead");
+        let veto = s.check("bench: veto overhead (write(2), open+close; LSM attached vs not)", || {
+            veto::run(&o.exabond, o.veto)
+        });
+        doc["veto"] = veto.unwrap_or(Value::Null);
+        let _ = save(&doc);
+        println!("E2E BENCH PHASE veto END");
+    }
+    if o.phase("footprint") {
+        clear_pins();
+        println!("E2E BENCH PHASE footprint START");
+        println!("E2E BENCH footprint: {} bonds, {} s idle", o.bonds, o.idle.as_secs());
+        let footprint = s.check(&format!("bench: footprint and scale, {} bonds", o.bonds), || {
+            footprint::run(&o.exabond, o.baseline.as_deref(), o.bonds, o.idle)
+        });
+        doc["footprint"] = footprint.unwrap_or(Value::Null);
+        let _ = save(&doc);
+        println!("E2E BENCH PHASE footprint END");
+    }
+    let written = save(&doc);
     s.check(&format!("bench: results written to {}", path.display()), || written.map_err(anyhow::Error::from));
     println!("{}", s.summary());
     if s.ok() {
@@ -226,8 +262,13 @@ mod tests {
     #[test]
     fn options() {
         let o = parse(vec!["--smoke".into(), "--configs".into(), "default,busy_poll".into()]).unwrap();
-        assert!(o.smoke && o.failovers == 12 && o.bonds == 8);
+        assert!(o.smoke && o.failovers == 12 && o.default_failovers == 12 && o.bonds == 8);
         assert_eq!(o.only, ["default", "busy_poll"]);
+        assert!(o.phase("veto") && o.phase("failover"), "every phase by default");
+        let o = parse(vec!["--phases".into(), "veto,footprint".into(), "--baseline".into(), "/x".into()]).unwrap();
+        assert!(o.phase("veto") && o.phase("footprint") && !o.phase("failover"));
+        assert_eq!(o.baseline.as_deref(), Some(Path::new("/x")));
+        assert_eq!(o.default_failovers, 1000);
         assert!(parse(vec!["--bogus".into()]).is_err());
     }
 }

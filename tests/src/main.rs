@@ -9,6 +9,7 @@ mod bench;
 mod bpf_map;
 mod enforce;
 mod enforce_repair;
+mod fast;
 mod hostile;
 mod hostile_io;
 mod hostile_ioctl;
@@ -63,12 +64,13 @@ fn main() -> ExitCode {
     match mode.as_str() {
         "test" => {
             // `reload` last: it unloads the bonding module.
-            let groups: [(&str, &Group); 8] = [
+            let groups: [(&str, &Group); 9] = [
                 ("scenario", &|s| scenario::run(&exabond, false, s)),
                 ("monitor", &|s| monitor::run(&exabond, s)),
                 ("enforce", &|s| enforce::run(&exabond, s)),
                 ("operate", &|s| operate::run(&exabond, s)),
                 ("pages", &|s| pages::run(&exabond, s)),
+                ("fast", &|s| fast::run(&exabond, s)),
                 ("smartnic", &|s| smartnic::run(&exabond, s)),
                 ("hostile", &|s| hostile::run(&exabond, s)),
                 ("reload", &|s| reload::run(&exabond, s)),

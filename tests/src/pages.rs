@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use exabond_common::page::legacy;
-use exabond_common::reader::{PageReader, ReadError};
+use exabond_common::reader::PageReader;
 
 use crate::lab::{read_page, scaled, sh, wait_for, Agent, Bond, Waiter};
 use crate::suite::Suite;
@@ -200,7 +200,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
     s.check("pages: the word decodes as exasock-bonding.h does (16-bit flags, 8-bit id, 8-bit port)", || {
         let r = PageReader::open_in(Path::new(PAGE_DIR), BOND)?;
         let d = r.snapshot()?;
-        let w = r.legacy_word();
+        let w = r.page_word();
         ensure!(w == d.legacy_word, "word 0x{w:08x} vs block copy 0x{:08x}", d.legacy_word);
         ensure!(w & 0xffff == legacy::ACTIVE, "flags {:#06x}", w & 0xffff);
         let slot = d.slaves().iter().position(|s| Some(s.name()) == d.active_name()).context("active slot")?;
@@ -217,7 +217,7 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         || {
             guard_refuses_everything()?;
             let (to, word, _) = failover(exabond, &bond)?;
-            ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word() == word, "agent no longer publishes");
+            ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.page_word() == word, "agent no longer publishes");
             for what in ["opened for writing", "attributes changed", "removed", "renamed", "writable mapping"] {
                 agent.wait_log(what, Duration::from_secs(5))?;
             }
@@ -226,33 +226,80 @@ pub fn run(exabond: &Path, s: &mut Suite) {
         },
     );
 
+    s.check("pages: the fast words: uid 65534 gets them; nobody but the agent maps them writable (EACCES)", || {
+        let (fast, note) = crate::fast::read_as_nobody(exabond, PAGE_DIR, BOND)?;
+        ensure!(!fast.is_null(), "uid 65534 got no fast word: {note}");
+        let msg = fast_map_write_refused()?;
+        agent.wait_log("writable mapping of the fast words", Duration::from_secs(5))?;
+        Ok(format!("uid 65534 reads slot {} epoch {}; {msg}", fast["slot"], fast["epoch"]))
+    });
+
     s.check("pages: a crash mid-publication (sequence odd) is repaired by the next agent; readers consistent", || {
-        ensure!(agent.terminate(Duration::from_secs(15))?.success(), "agent exit");
-        let reader = PageReader::open_in(Path::new(PAGE_DIR), BOND)?;
-        let mut crashing = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &["--test-crash-mid-publish"])?;
-        let active = bond.active().context("active")?;
-        bond.opt("active_slave", &other(&bond, &active))?;
-        wait_for("the agent to abort mid-publication", Duration::from_secs(10), || (!crashing.alive()).then_some(()))?;
-        ensure!(
-            reader.sequence() & 1 == 1,
-            "sequence {} is even: the hook did not stop mid-publication",
-            reader.sequence()
-        );
-        ensure!(matches!(reader.snapshot(), Err(ReadError::Inconsistent)), "a torn page gave a snapshot");
-        drop(crashing);
-        agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])?;
-        agent.wait_log("mid-publication", Duration::from_secs(5))?;
-        ensure!(reader.sequence() & 1 == 0, "sequence still odd");
-        let d = reader.snapshot()?;
-        let kernel = bond.active().context("active")?;
-        ensure!(d.active_name() == Some(kernel.as_str()), "page {:?}, kernel {kernel}", d.active_name());
-        ensure!(reader.legacy_word() == d.legacy_word, "word and block disagree");
-        let (to, word, _) = failover(exabond, &bond)?;
-        ensure!(reader.legacy_word() == word && reader.snapshot()?.active_name() == Some(to.as_str()), "reader");
-        Ok(())
+        crash_repaired(exabond, &bond, &mut agent)
     });
     drop(readers);
     drop(agent);
+}
+
+/// An agent aborted in the middle of a publication: readers read the block before the crash meanwhile, and
+/// the next agent repairs the page.
+fn crash_repaired(exabond: &Path, bond: &Bond, agent: &mut Agent) -> anyhow::Result<()> {
+    ensure!(agent.terminate(Duration::from_secs(15))?.success(), "agent exit");
+    let reader = PageReader::open_in(Path::new(PAGE_DIR), BOND)?;
+    let mut crashing = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &["--test-crash-mid-publish"])?;
+    let active = bond.active().context("active")?;
+    bond.opt("active_slave", &other(bond, &active))?;
+    wait_for("the agent to abort mid-publication", Duration::from_secs(10), || (!crashing.alive()).then_some(()))?;
+    ensure!(
+        reader.sequence() & 1 == 1,
+        "sequence {} is even: the hook did not stop mid-publication",
+        reader.sequence()
+    );
+    // The latch: the copy the dead agent was not writing still holds the block before the crash, so a
+    // reader is not stuck while no agent repairs the page.
+    let torn = reader.snapshot().map_err(|e| anyhow::anyhow!("a torn page gave no snapshot: {e}"))?;
+    ensure!(
+        torn.active_name() == Some(active.as_str()),
+        "mid-crash snapshot {:?}, before {active}",
+        torn.active_name()
+    );
+    drop(crashing);
+    *agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &[])?;
+    agent.wait_log("mid-publication", Duration::from_secs(5))?;
+    ensure!(reader.sequence() & 1 == 0, "sequence still odd");
+    let d = reader.snapshot()?;
+    let kernel = bond.active().context("active")?;
+    ensure!(d.active_name() == Some(kernel.as_str()), "page {:?}, kernel {kernel}", d.active_name());
+    ensure!(reader.page_word() == d.legacy_word, "word and block disagree");
+    let (to, word, _) = failover(exabond, bond)?;
+    ensure!(reader.page_word() == word && reader.snapshot()?.active_name() == Some(to.as_str()), "reader");
+    Ok(())
+}
+
+/// A writable shared mapping of the fast words' descriptor (root, not the agent) is refused with EACCES;
+/// a read-only one works.
+fn fast_map_write_refused() -> anyhow::Result<String> {
+    use std::os::fd::AsRawFd as _;
+    let sock = Path::new(exabond_common::fast::READER_SOCKET);
+    let (reply, fd) = exabond_common::fast_reader::request(sock, BOND)?;
+    let len = exabond_common::fast::FAST_MAP_BYTES;
+    let try_map = |prot: i32| {
+        // SAFETY: a fresh mapping of our own descriptor, unmapped at once.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the mapping just made.
+        unsafe { libc::munmap(p, len) };
+        Ok(())
+    };
+    expect_eacces("mmap(PROT_WRITE, MAP_SHARED) of the fast words", try_map(libc::PROT_READ | libc::PROT_WRITE))?;
+    try_map(libc::PROT_READ).context("a read-only mapping of the fast words must work")?;
+    let w = exabond_common::fast_reader::FastWord::map(&fd, reply.slot, reply.epoch, reply.bond_ifindex)?;
+    let st = w.state()?;
+    let page = PageReader::open_in(Path::new(PAGE_DIR), BOND)?.page_word();
+    ensure!(st.word == page, "fast word {:#x}, page word {page:#x}", st.word);
+    Ok(format!("slot {} word {:#010x} = the page's", reply.slot, st.word))
 }
 
 /// errno of an `io::Error`.
@@ -343,20 +390,20 @@ pub fn run_nolsm(exabond: &Path, s: &mut Suite) {
         wait_for("0444 again", Duration::from_secs(2), || {
             (std::fs::metadata(&page).ok()?.mode() & 0o7777 == 0o444).then_some(())
         })?;
-        let word = PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word();
+        let word = PageReader::open_in(Path::new(PAGE_DIR), BOND)?.page_word();
         {
             use std::io::Write as _;
             let mut f = std::fs::OpenOptions::new().write(true).open(&page).context("root's open without the guard")?;
             f.write_all(&[0xffu8; 4]).context("root's write(2) without the page guard")?;
         }
         wait_for("the word republished", Duration::from_secs(2), || {
-            (PageReader::open_in(Path::new(PAGE_DIR), BOND).ok()?.legacy_word() == word).then_some(())
+            (PageReader::open_in(Path::new(PAGE_DIR), BOND).ok()?.page_word() == word).then_some(())
         })?;
         // A truncation that keeps the first page (a cut to 0 would make every mapping fault, see README).
         sh(&format!("truncate -s 4 {}", page.display()))?;
         wait_for("the truncated page restored", Duration::from_secs(2), || {
             let r = PageReader::open_in(Path::new(PAGE_DIR), BOND).ok()?;
-            (r.legacy_word() == word && r.snapshot().ok()?.active_name().is_some()).then_some(())
+            (r.page_word() == word && r.snapshot().ok()?.active_name().is_some()).then_some(())
         })?;
         let old = PageReader::open_in(Path::new(PAGE_DIR), BOND)?;
         let ino = inode()?;
@@ -366,7 +413,7 @@ pub fn run_nolsm(exabond: &Path, s: &mut Suite) {
         println!("E2E page removed by hand: re-created after {} ms", t.elapsed().as_millis());
         ensure!(old.snapshot()?.is_retired(), "readers of the removed file are not told to re-open");
         let (to, word, _) = failover(exabond, &bond)?;
-        ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word() == word, "new page not published ({to})");
+        ensure!(PageReader::open_in(Path::new(PAGE_DIR), BOND)?.page_word() == word, "new page not published ({to})");
         for what in ["set back to 0444", "republished", "truncated", "re-created"] {
             agent.wait_log(what, Duration::from_secs(5))?;
         }

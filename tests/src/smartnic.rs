@@ -65,7 +65,7 @@ impl WordReader {
 
 /// The legacy word of the page, decoded: (active, id, port).
 fn word() -> anyhow::Result<(bool, u8, u8)> {
-    let w = PageReader::open_in(Path::new(PAGE_DIR), BOND)?.legacy_word();
+    let w = PageReader::open_in(Path::new(PAGE_DIR), BOND)?.page_word();
     Ok((legacy::is_active(w), legacy::smartnic_id(w), legacy::port(w)))
 }
 

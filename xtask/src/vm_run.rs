@@ -106,7 +106,9 @@ pub fn run_boot(boot: &Boot, dir: &Path, script: &str, echo: &dyn Fn(&str) -> bo
 
 /// A guest console line that says the kernel crashed (kept for the final report).
 pub fn is_kernel_crash(line: &str) -> bool {
-    ["Oops:", "Kernel panic", "BUG:", "RIP: 0010:", "watchdog: BUG"].iter().any(|k| line.contains(k))
+    ["Oops:", "Kernel panic", "BUG:", "RIP: 0010:", "watchdog: BUG", "Call Trace:", "general protection fault"]
+        .iter()
+        .any(|k| line.contains(k))
 }
 
 /// `N passed, M failed`.

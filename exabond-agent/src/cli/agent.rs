@@ -40,6 +40,10 @@ pub struct AgentArgs {
     /// The control socket [default: /run/exabond/control.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// The reader socket, where any local process gets a descriptor of the fast words to map read-only (the
+    /// kernel's own publication of each managed bond's legacy word) [default: /run/exabond/reader.sock].
+    #[arg(long, value_name = "PATH")]
+    pub reader_socket: Option<PathBuf>,
     #[expect(clippy::doc_markdown, reason = "clap help text, shown as written by --help: no Markdown backticks")]
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, e.g. 127.0.0.1:9464. Off by
     /// default.
@@ -96,6 +100,7 @@ impl AgentArgs {
             poll_ms: self.poll_ms,
             metrics_addr: self.metrics_addr,
             socket: self.socket.clone(),
+            reader_socket: self.reader_socket.clone(),
         })
     }
 }
@@ -165,16 +170,18 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|_| crate::self_check::Pins::open(std::path::Path::new(exabond_common::policy_maps::PIN_DIR)));
     // `ebpf` keeps the kprobes attached; the ring buffer moves to the event thread.
-    let (mut ebpf, mut maps, events, kprobes) = match loaded {
-        Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events), Some((l.kprobe_links, l.offsets))),
-        None => (None, None, None, None),
+    let (mut ebpf, mut maps, events, kprobes, fast_maps) = match loaded {
+        Some(l) => (Some(l.ebpf), Some(l.maps), Some(l.events), Some((l.kprobe_links, l.offsets)), Some(l.fast)),
+        None => (None, None, None, None, None),
     };
-    // Before any page is opened: the page guard refuses writes by anyone but the registered agent.
+    // Before any page is opened (and the fast words mapped): the page guard refuses writes by anyone but
+    // the registered agent.
     if let Some(m) = maps.as_mut() {
         ebpf_loader::register_agent(&mut m.agent).context("registering with the page guard")?;
     } else if ebpf_loader::register_with_pinned_guard().context("registering with the pinned page guard")? {
         tracing::info!("registered with the page guard a previous agent left pinned");
     }
+    let fast = fast_maps.and_then(open_fast_words);
     let logger = ebpf.as_mut().and_then(|e| match aya_log::EbpfLogger::init(e) {
         Ok(lg) => Some(lg),
         Err(err) => {
@@ -186,6 +193,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(
         Publisher::new(cfg.page_dir.clone()),
         Enforcement::new(maps, MemberPolicy::new(&cfg.member_drivers), mode),
+        fast,
         handle.clone(),
         cfg.page_dir.clone(),
     ));
@@ -193,6 +201,9 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     // Bound before any page appears: once a page is there, `exabond list/manage` reach this agent (requests
     // wait in the backlog until the server task starts below).
     let listener = control::bind(&cfg.socket).with_context(|| format!("control socket {}", cfg.socket.display()))?;
+    // Bound before any page appears too; answered once the fast words are set (requests wait in the backlog).
+    let readers = crate::reader_socket::bind(&cfg.reader_socket)
+        .with_context(|| format!("reader socket {}", cfg.reader_socket.display()))?;
     let links = netlink::dump_links(&handle).await.context("rtnetlink link dump")?;
     let names = adopt_bonds(&shared, links, &cfg.bonds).await?;
     if args.test_crash_mid_publish {
@@ -217,11 +228,16 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     let probes = ebpf.take().zip(kprobes).map(|(e, (links, offsets))| {
         crate::failover_probes::Probes::new(&shared, e, links, offsets, args.btf_dir.clone())
     });
+    // The probes are attached (their state is recorded): the managed bonds get their fast words, then
+    // readers get answers.
+    crate::fast_words::sync(&shared);
+    tracker.spawn(crate::reader_socket::serve(readers, shared.clone(), cancel.clone()));
     tracker.spawn(crate::self_check::run(shared.clone(), pins, probes, cancel.clone()));
     tracing::info!(
         bonds = ?names,
         page_dir = %cfg.page_dir.display(),
         socket = %cfg.socket.display(),
+        reader_socket = %cfg.reader_socket.display(),
         metrics = ?cfg.metrics_addr,
         ebpf = with_ebpf,
         enforcement = mode.as_str(),
@@ -236,15 +252,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     if let Some(t) = events_thread {
         let _ = t.join();
     }
-    if args.release {
-        ebpf_loader::release_pins();
-        tracing::info!("--release: pinned programs and maps removed; enforcement ends now");
-    } else if mode == Mode::LsmVeto {
-        tracing::info!(
-            "vetoes stay in force (pinned in {}) until the next agent",
-            exabond_common::policy_maps::PIN_DIR
-        );
-    }
+    release_or_keep(args.release, mode);
     tracing::info!("stopped; pages stay in place with their heartbeat stopped");
     Ok(())
 }
@@ -363,6 +371,30 @@ fn retire_orphan_pages(shared: &Shared) {
             }
             Ok(false) => {}
             Err(err) => tracing::error!(bond, "cannot retire an orphaned page: {err}"),
+        }
+    }
+}
+
+/// On exit: remove the pins (`--release`), or say the vetoes stay.
+fn release_or_keep(release: bool, mode: Mode) {
+    if release {
+        ebpf_loader::release_pins();
+        tracing::info!("--release: pinned programs and maps removed; enforcement ends now");
+    } else if mode == Mode::LsmVeto {
+        tracing::info!(
+            "vetoes stay in force (pinned in {}) until the next agent",
+            exabond_common::policy_maps::PIN_DIR
+        );
+    }
+}
+
+/// The agent's side of the fast words, or none (logged: readers then get the page only).
+fn open_fast_words(maps: crate::fast_words::FastMaps) -> Option<crate::fast_words::FastWords> {
+    match crate::fast_words::FastWords::new(maps, sysinfo::own_netns()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!("{e}: readers get the page only (no fast words)");
+            None
         }
     }
 }

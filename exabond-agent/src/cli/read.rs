@@ -47,8 +47,11 @@ pub fn run(args: &ReadArgs) -> anyhow::Result<()> {
     }
     let (seq, data) = reader.snapshot_with_seq()?;
     let snap = SnapshotJson::new(&data, seq, args.max_age_ms);
+    let fast = fast_json(&reader);
     if args.json {
         let mut v = serde_json::to_value(&snap)?;
+        v["fast"] = fast;
+        v["fast_note"] = reader.fast_note().into();
         if let Some(t) = seen {
             v["seen_mono_ns"] = t.into();
             if data.kernel_event_ns != 0 {
@@ -60,8 +63,38 @@ pub fn run(args: &ReadArgs) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         print!("{}", snap.to_text());
+        match (fast.is_null(), reader.fast_note()) {
+            (false, _) => println!(
+                "fast word (published by the kernel): slot {} epoch {} word {:#010x} active ifindex {} changes {}",
+                fast["slot"],
+                fast["epoch"],
+                fast["word"].as_u64().unwrap_or(0),
+                fast["active_ifindex"],
+                fast["changes"]
+            ),
+            (true, note) => println!("fast word: not read ({})", note.unwrap_or("unknown")),
+        }
     }
     Ok(())
+}
+
+/// The fast word as the reader sees it (null when it reads the page only).
+fn fast_json(reader: &PageReader) -> serde_json::Value {
+    let Some(f) = reader.fast().filter(|_| reader.uses_fast()) else { return serde_json::Value::Null };
+    match f.state() {
+        Ok(st) => serde_json::json!({
+            "slot": f.slot(),
+            "epoch": f.epoch(),
+            "word": st.word,
+            "active_ifindex": st.active_ifindex,
+            "kernel_ifindex": st.kernel_ifindex,
+            "flags": st.flags,
+            "kernel_ns": st.kernel_ns,
+            "changes": st.changes,
+            "seq": st.seq,
+        }),
+        Err(e) => serde_json::json!({ "slot": f.slot(), "epoch": f.epoch(), "error": e.to_string() }),
+    }
 }
 
 /// Spin until the page's failover count reaches `n`; returns `CLOCK_MONOTONIC` ns when it was seen.

@@ -1,7 +1,9 @@
 //! Failover → visible: for each failover of a real bond, the kernel's time of the decision (the page's
 //! `kernel_event_ns`, stamped by the eBPF probe at the entry of `bond_change_active_slave`) and, in the same
 //! run, when each observer saw the new active slave:
-//! - a reader process spinning on the page (`PageReader::changed`, then a snapshot), on its own CPU;
+//! - a reader process spinning on the page (`PageReader::changed` on a page-only reader, then a snapshot),
+//!   on its own CPU, and in the same loop on the bond's fast word (the kernel's own publication: a reader
+//!   attached to it, `changed`, then the slot's `kernel_ns`, which is the page's `kernel_event_ns`);
 //! - the agent's publication (the page's `last_change_mono_ns`);
 //! - a plain rtnetlink listener (`RTM_NEWLINK` with `IFLA_EVENT_BONDING_FAILOVER` for the bond);
 //! - a poller of sysfs `active_slave` every `MIN(miimon, arp_interval)` = 10 ms (the original module's way).
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use exabond_common::clock::monotonic_ns;
-use exabond_common::reader::PageReader;
+use exabond_common::reader::{FastSource, PageReader};
 use serde_json::{json, Value};
 
 use super::{percentile, pin_to, PAGE_DIR};
@@ -47,6 +49,10 @@ struct ReaderSeen {
 #[derive(Default)]
 struct Observed {
     reader: Mutex<Vec<ReaderSeen>>,
+    /// (the fast word's `kernel_ns`, when the reader saw it).
+    fast: Mutex<Vec<(u64, u64)>>,
+    /// Why the reader process has no fast word (empty if it has one).
+    fast_note: Mutex<String>,
     netlink: Mutex<Vec<u64>>,
     poll: Mutex<Vec<(u64, String)>>,
     stalls: Mutex<Vec<(u64, u64)>>,
@@ -61,8 +67,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The spinning reader: a separate process (as a trading process would be), pinned to CPU 0, its own
-/// core. It prints `<failover count> <t>` when it sees the legacy word change and `S <from> <to>` for
-/// each stretch it was off CPU (diagnostics); a thread here collects the lines.
+/// core. It prints `<failover count> <t>` when it sees the page's legacy word change, `F <kernel_ns> <t>`
+/// when it sees the fast word change, and `S <from> <to>` for each stretch it was off CPU (diagnostics); a
+/// thread here collects the lines.
 fn start_reader(obs: Arc<Observed>) -> anyhow::Result<(std::process::Child, std::thread::JoinHandle<()>)> {
     use std::io::BufRead as _;
     let exe = std::env::current_exe()?;
@@ -74,11 +81,22 @@ fn start_reader(obs: Arc<Observed>) -> anyhow::Result<(std::process::Child, std:
     let mut out = std::io::BufReader::new(child.stdout.take().context("reader stdout")?);
     let mut line = String::new();
     out.read_line(&mut line)?;
+    if line.starts_with("nofast") {
+        line.trim().clone_into(&mut lock(&obs.fast_note));
+        line.clear();
+        out.read_line(&mut line)?;
+    }
     anyhow::ensure!(line.trim() == "ready", "reader process: {line:?}");
     let t = std::thread::Builder::new().name("reader-lines".into()).spawn(move || {
         for l in out.lines().map_while(Result::ok) {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
+                ["F", k, t] => {
+                    if let (Ok(k), Ok(t)) = (k.parse(), t.parse()) {
+                        lock(&obs.fast).push((k, t));
+                    }
+                }
+                ["nofast", ..] => lock(&obs.fast_note).clone_from(&l),
                 ["S", a, b] => {
                     if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
                         lock(&obs.stalls).push((a, b));
@@ -104,19 +122,33 @@ pub fn reader_process(args: &[String]) -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     pin_to(cpu.parse().unwrap_or(0));
-    let mut r = match PageReader::open_in(Path::new(dir), bond) {
-        Ok(r) => r,
+    let path = exabond_common::writer::page_path(Path::new(dir), bond);
+    let opened = PageReader::open_path_with(&path, FastSource::Off)
+        .and_then(|page| Ok((page, PageReader::open_path_with(&path, FastSource::Default)?)));
+    let (mut r, mut fast) = match opened {
+        Ok(rs) => rs,
         Err(e) => {
             println!("error {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
     let mut out = std::io::stdout().lock();
+    if !fast.uses_fast() {
+        let _ = writeln!(out, "nofast {}", fast.fast_note().unwrap_or("?"));
+    }
     let _ = writeln!(out, "ready");
     let _ = out.flush();
     let mut i = 0u32;
     let mut last = monotonic_ns();
     loop {
+        if fast.changed() {
+            let t = monotonic_ns();
+            let k = fast.active().map_or(0, |a| a.kernel_ns);
+            if writeln!(out, "F {k} {t}").and_then(|()| out.flush()).is_err() {
+                return std::process::ExitCode::SUCCESS;
+            }
+            last = monotonic_ns();
+        }
         if r.changed() {
             let t = monotonic_ns();
             let count = r.snapshot().map_or(0, |s| s.failover_count);
@@ -215,6 +247,7 @@ fn one(bond: &Bond, page: &PageReader, obs: &Observed, kind: &str) -> anyhow::Re
         "write" => bond.opt("active_slave", &other)?,
         _ => drop(sh(&format!("ip link set {old} down"))?),
     }
+    let fi = lock(&obs.fast).len();
     let reader = |obs: &Observed| lock(&obs.reader)[ri..].iter().find(|s| s.count > n).map(|s| s.t);
     let netlink = |obs: &Observed| lock(&obs.netlink).get(ni).copied();
     let poll = |obs: &Observed| lock(&obs.poll)[pi..].iter().find(|(_, a)| *a == other).map(|(t, _)| *t);
@@ -224,6 +257,10 @@ fn one(bond: &Bond, page: &PageReader, obs: &Observed, kind: &str) -> anyhow::Re
         page.snapshot().is_ok_and(|s| s.failover_count > n && s.kernel_event_ns != 0)
     });
     let after = page.snapshot()?;
+    // The fast word of this failover: the one the kernel stamped with the same time as the page's event.
+    let fast = (after.kernel_event_ns != 0)
+        .then(|| lock(&obs.fast)[fi..].iter().find(|(k, _)| *k == after.kernel_event_ns).map(|(_, t)| *t))
+        .flatten();
     // Time the reader was off CPU between the kernel's event and its seeing the change.
     let (k, seen) = (after.kernel_event_ns, reader(obs).unwrap_or(0));
     let stalled: u64 =
@@ -237,6 +274,7 @@ fn one(bond: &Bond, page: &PageReader, obs: &Observed, kind: &str) -> anyhow::Re
         "source": after.source().as_str(),
         "count_step": after.failover_count - n,
         "reader_ns": reader(obs),
+        "fast_ns": fast,
         "netlink_ns": netlink(obs),
         "poll_ns": poll(obs),
         "active_ok": after.active_name() == Some(other.as_str()),
@@ -255,9 +293,14 @@ pub fn run(exabond: &Path, agent_args: &[&str], own_cpu: bool, count: usize) -> 
     args.extend_from_slice(agent_args);
     let mut agent = Agent::start(exabond, Path::new(PAGE_DIR), &[BOND], &args)?;
     let ifindex: u32 = crate::lab::read_sysfs(&format!("/sys/class/net/{BOND}/ifindex"))?.parse()?;
-    let page = PageReader::open_in(Path::new(PAGE_DIR), BOND)?;
+    let page =
+        PageReader::open_path_with(&exabond_common::writer::page_path(Path::new(PAGE_DIR), BOND), FastSource::Off)?;
     let obs = Arc::new(Observed::default());
     let (mut reader, reader_lines) = start_reader(obs.clone())?;
+    let note = lock(&obs.fast_note).clone();
+    if !note.is_empty() {
+        println!("E2E BENCH   the reader process has no fast word: {note}");
+    }
     let threads = [reader_lines, netlink_thread(obs.clone(), ifindex)?, poll_thread(obs.clone())?];
     std::thread::sleep(Duration::from_millis(200));
     let mut out = Vec::with_capacity(count);
@@ -336,7 +379,7 @@ fn summary(recs: &[Value]) {
             .filter_map(|r| Some((r[key].as_u64()?.saturating_sub(r["kernel_ns"].as_u64()?)) as f64 / 1e3))
             .collect()
     };
-    for key in ["reader_ns", "page_ns", "netlink_ns", "poll_ns"] {
+    for key in ["fast_ns", "reader_ns", "page_ns", "netlink_ns", "poll_ns"] {
         let mut v = lat(key);
         println!(
             "E2E BENCH   kernel→{:<8} n={:<4} p50 {:>9.1} µs  p99 {:>9.1} µs",

@@ -1,6 +1,8 @@
 //! Footprint and scale: `n` managed bonds of two veth members each. The agent's resident memory, its CPU
 //! time over an idle window, and how long after a simultaneous failover of every bond (writes to each
-//! `active_slave` in a tight loop) all pages show the new active slave.
+//! `active_slave` in a tight loop) all pages show the new active slave. With a baseline build (the agent
+//! before this round's changes), the same bonds, the same measures, one agent after the other in the same
+//! boot: `{"current": ..., "baseline": ...}`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -68,17 +70,41 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-/// Run it with `n` bonds and an idle window of `idle`.
-#[expect(clippy::cast_precision_loss, reason = "figures for display: ticks, KiB and nanosecond spans, far below 2^52")]
-pub fn run(exabond: &Path, n: usize, idle: Duration) -> anyhow::Result<Value> {
+/// Run it with `n` bonds and an idle window of `idle`, for `exabond` and, if given, a `baseline` build.
+///
+/// # Errors
+/// The bonds cannot be made, an agent fails, or pages do not follow.
+pub fn run(exabond: &Path, baseline: Option<&Path>, n: usize, idle: Duration) -> anyhow::Result<Value> {
     let t = Instant::now();
     create(n)?;
+    println!("E2E BENCH   {n} bonds created in {:.1} s", t.elapsed().as_secs_f64());
+    let mut out = json!({});
+    if let Some(b) = baseline {
+        println!("E2E BENCH   the baseline agent ({})", b.display());
+        out["baseline"] = measure(b, n, idle).context("the baseline agent")?;
+        super::clear_pins();
+        // The pages of the baseline's bonds are retired and removed by its `--release` exit.
+    }
+    println!("E2E BENCH   this agent");
+    out["current"] = measure(exabond, n, idle)?;
+    Ok(out)
+}
+
+/// One agent managing the `n` bonds: its footprint and the simultaneous failover.
+#[expect(clippy::cast_precision_loss, reason = "figures for display: ticks, KiB and nanosecond spans, far below 2^52")]
+fn measure(exabond: &Path, n: usize, idle: Duration) -> anyhow::Result<Value> {
     let bonds: Vec<String> = (0..n).map(name).collect();
     let refs: Vec<&str> = bonds.iter().map(String::as_str).collect();
-    println!("E2E BENCH   {n} bonds created in {:.1} s; starting the agent", t.elapsed().as_secs_f64());
     let mut agent = Agent::start(exabond, Path::new(PAGE_DIR), &refs, &["--release"])?;
-    let readers: Vec<PageReader> =
-        bonds.iter().map(|b| PageReader::open_in(Path::new(PAGE_DIR), b)).collect::<Result<_, _>>()?;
+    let readers: Vec<PageReader> = bonds
+        .iter()
+        .map(|b| {
+            PageReader::open_path_with(
+                &exabond_common::writer::page_path(Path::new(PAGE_DIR), b),
+                exabond_common::reader::FastSource::Off,
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let pid = readers[0].snapshot()?.agent_pid;
     // Let start-up work settle, then the idle window.
     std::thread::sleep(Duration::from_secs(1));

@@ -15,6 +15,7 @@
 //! `footprint.rs` (the figures of the VM's results), `stats.rs` (percentiles), `plot.rs` (the SVG),
 //! `report.rs` (the table and bench.json); this file runs them in order.
 
+mod baseline;
 mod criterion;
 mod failover;
 mod footprint;
@@ -68,6 +69,13 @@ pub struct BenchArgs {
     /// Make the report again from the raw results of the last run (`vm-<kernel>.json`), without running.
     #[arg(long)]
     pub report_only: bool,
+    /// The git revision of the baseline agent the footprint phase measures beside this one (built once,
+    /// kept under `<target dir>/bench/baseline`). Default: the last commit before this round's work.
+    #[arg(long, value_name = "REV", default_value = baseline::DEFAULT_REV)]
+    pub baseline: String,
+    /// No baseline agent in the footprint phase.
+    #[arg(long)]
+    pub no_baseline: bool,
 }
 
 impl BenchArgs {
@@ -83,6 +91,8 @@ impl BenchArgs {
             failover_only: false,
             report_only: false,
             append: String::new(),
+            baseline: baseline::DEFAULT_REV.to_owned(),
+            no_baseline: true,
         }
     }
 }
@@ -108,7 +118,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         report.problems.push(format!("reader benches: {e:#}"));
     }
     let dir = if args.report_only { stage_dir() } else { stage(&build_all(true)?, None)? };
-    let boots = vm::boots(args);
+    // The baseline agent beside this one in the footprint phase (full runs only).
+    let base = if args.report_only || args.smoke || args.no_baseline || args.failover_only {
+        None
+    } else {
+        match baseline::build(&args.baseline) {
+            Ok(bin) => {
+                std::fs::copy(&bin, dir.join("exabond-baseline")).context("staging the baseline agent")?;
+                Some("exabond-baseline")
+            }
+            Err(e) => {
+                report.problems.push(format!("baseline agent: {e:#} (the footprint phase measures this agent alone)"));
+                None
+            }
+        }
+    };
+    let boots = vm::boots(args, base);
     // The emulated CPUs are host threads: other work on the host shows up as guest latency. The VM inherits
     // a higher priority from this process for the bench (best effort; needs root).
     let boosted = !args.report_only && vm::renice(vm::VM_NICE);
