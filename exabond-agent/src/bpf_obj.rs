@@ -94,3 +94,65 @@ pub fn map_shape(fd: BorrowedFd<'_>) -> std::io::Result<(u32, u32, u32, u32)> {
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     Ok((words[0], words[2], words[3], words[4]))
 }
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Entries asked for per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH: usize = 256;
+
+/// Every (key, value) of the hash map `fd` whose keys are `key_size` and values `value_size` bytes, read with
+/// `BPF_MAP_LOOKUP_BATCH`: a few system calls for the whole map, where walking it costs two per entry.
+/// Concurrent updates may be missed or seen, as with any walk of a live map.
+///
+/// # Errors
+/// The bpf(2) error (`EINVAL` on kernels without batch operations for the map's type).
+pub fn dump_hash(fd: BorrowedFd<'_>, key_size: usize, value_size: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let raw = u32::try_from(fd.as_raw_fd()).map_err(|_| std::io::Error::other("negative descriptor"))?;
+    let mut keys = vec![0u8; BATCH * key_size];
+    // Values of a batch are laid out at 8-byte strides.
+    let stride = value_size.div_ceil(8) * 8;
+    let mut values = vec![0u8; BATCH * stride];
+    let (mut cursor, mut next) = (0u64, 0u64);
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { std::ptr::from_mut(&mut cursor) as u64 },
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(BATCH).unwrap_or(u32::MAX),
+            map_fd: raw,
+            ..BatchAttr::default()
+        };
+        let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let n = attr.count as usize;
+        for i in 0..n.min(BATCH) {
+            out.push((
+                keys[i * key_size..(i + 1) * key_size].to_vec(),
+                values[i * stride..i * stride + value_size].to_vec(),
+            ));
+        }
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+        cursor = next;
+        first = false;
+    }
+}

@@ -47,6 +47,18 @@ pub enum OffsetsError {
 /// # Errors
 /// [`OffsetsError`] naming the missing file, struct or member.
 pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
+    read_with_hooks(btf_dir, &[]).map(|(o, _)| o)
+}
+
+/// [`read`], and which of the LSM hooks `optional` the kernel has, from one parse of its BTF (a parse of
+/// vmlinux BTF costs megabytes of heap for a moment; once is enough).
+///
+/// # Errors
+/// As [`read`].
+pub fn read_with_hooks(
+    btf_dir: &Path,
+    optional: &[&'static str],
+) -> Result<(KernelOffsets, Vec<&'static str>), OffsetsError> {
     let vmlinux_path = btf_dir.join("vmlinux");
     let vmlinux = Btf::from_file(&vmlinux_path).map_err(|source| OffsetsError::Btf {
         path: vmlinux_path,
@@ -59,7 +71,8 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         source,
         hint: " (the bonding module is not loaded: the agent needs its BTF for struct offsets and refuses to start without it; load it first with `modprobe bonding max_bonds=0`, then start the agent)",
     })?;
-    Ok(KernelOffsets {
+    let present = optional.iter().copied().filter(|h| hook_args(&vmlinux, h).is_some()).collect();
+    let offsets = KernelOffsets {
         bonding_dev: member_offset(&bonding, "bonding", "dev")?,
         bonding_curr_active_slave: member_offset(&bonding, "bonding", "curr_active_slave")?,
         slave_dev: member_offset(&bonding, "slave", "dev")?,
@@ -92,7 +105,8 @@ pub fn read(btf_dir: &Path) -> Result<KernelOffsets, OffsetsError> {
         mutex_owner: member_offset(&vmlinux, "mutex", "owner")?,
         file_f_op: member_offset(&vmlinux, "file", "f_op")?,
         bpf_map_id: member_offset(&vmlinux, "bpf_map", "id")?,
-    })
+    };
+    Ok((offsets, present))
 }
 
 /// Where `netdev_priv()` finds a device's private area: the `priv` member of `struct net_device` where
@@ -115,13 +129,6 @@ pub fn netdev_priv(vmlinux: &Btf) -> Result<u32, OffsetsError> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// Whether the kernel has LSM hook `hook` (its BPF attach point `bpf_lsm_<hook>` in
-/// `btf_dir/vmlinux`).
-#[must_use]
-pub fn has_lsm_hook(btf_dir: &Path, hook: &str) -> bool {
-    Btf::from_file(btf_dir.join("vmlinux")).is_ok_and(|btf| hook_args(&btf, hook).is_some())
 }
 
 /// The number of arguments of LSM hook `hook`, from the BTF prototype of its BPF attach point

@@ -229,7 +229,7 @@ fn lsm(ebpf: &mut Ebpf, hook: &'static str, program: &'static str, btf: &Btf) ->
 /// # Errors
 /// [`LoadError`] with what failed and the usual fix.
 pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
-    let offsets = crate::btf_offsets::read(btf_dir)?;
+    let (offsets, optional_hooks) = crate::btf_offsets::read_with_hooks(btf_dir, &OPTIONAL_LSM_HOOKS)?;
     tracing::info!(?offsets, "kernel struct offsets from BTF");
     std::fs::create_dir_all(PIN_DIR).map_err(|source| LoadError::Pin {
         what: "cannot create the pin directory (is bpffs mounted at /sys/fs/bpf?)",
@@ -275,7 +275,7 @@ pub fn load(btf_dir: &Path, with_lsm: bool) -> Result<Loaded, LoadError> {
             lsm(&mut ebpf, hook, program_for(hook, &offsets), &btf)?;
         }
         for hook in OPTIONAL_LSM_HOOKS {
-            if crate::btf_offsets::has_lsm_hook(btf_dir, hook) {
+            if optional_hooks.contains(&hook) {
                 lsm(&mut ebpf, hook, hook, &btf)?;
             } else {
                 tracing::info!(hook, "this kernel has no such LSM hook: not attached");

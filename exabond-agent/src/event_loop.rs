@@ -17,7 +17,7 @@ use exabond_common::event::Event;
 use crate::shared::Shared;
 
 /// How often the thread checks for shutdown while idle.
-const IDLE_POLL_MS: i32 = 100;
+const IDLE_POLL_MS: i32 = 1000;
 
 /// Busy-poll mode: aya-log's ring is drained every this many empty spins of the event ring (a few ms).
 const BUSY_LOG_EVERY: u32 = 1 << 16;

@@ -3,25 +3,21 @@
 //! so two devices now answer with the same MAC (the kernel prints `the permanent HWaddr of slave ... is
 //! still in use by bond`); switches and peers see a duplicate and traffic goes astray.
 //!
-//! [`detect`] finds it in a link dump; [`watch`] runs it every few seconds for the managed bonds, logs a
-//! warning once per (bond, donor), emits [`AgentEvent::MacPitfall`] and keeps the current list for the
-//! control socket's `pitfalls` request (`exabond status` shows it).
+//! [`detect`] finds it in a link dump; [`on_dump`] runs it on every full rtnetlink dump the agent makes
+//! anyway (`netlink::refresh`: after every burst of link notifications about a managed bond, which is
+//! when a member leaves or an address changes, and the poll's periodic full re-read), logs a warning once
+//! per (bond, donor), emits [`AgentEvent::MacPitfall`] and keeps the current list for the control socket's
+//! `pitfalls` request (`exabond status` shows it). No dump of its own.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::agent_events::AgentEvent;
 use crate::bond_view::{controller, link_kind, name};
 use crate::pi_mutex::PiMutex;
 use crate::shared::{Shared, LEAF};
-
-/// How often [`watch`] looks.
-pub const PERIOD: Duration = Duration::from_secs(3);
 
 /// Kinds of device whose address is derived from another device (a VLAN or macvlan on the bond, the bridge
 /// or team the bond is a port of, another bond): equal to the bond's MAC without being a donor. They are
@@ -106,7 +102,7 @@ pub fn detect(links: &[LinkMessage], managed: &[u32]) -> Vec<Pitfall> {
     out
 }
 
-/// The current pitfalls, shared between [`watch`] and the control socket (a leaf lock, see `shared.rs`).
+/// The current pitfalls, shared between [`on_dump`] and the control socket (a leaf lock, see `shared.rs`).
 pub struct Tracker {
     current: PiMutex<Vec<Pitfall>>,
 }
@@ -142,14 +138,10 @@ impl Tracker {
     }
 }
 
-/// Look once: dump the links, detect, log and emit what is new.
-///
-/// # Errors
-/// The rtnetlink error.
-pub async fn check(shared: &Shared, tracker: &Tracker) -> Result<(), rtnetlink::Error> {
+/// Look at `links` (a full dump): detect, log and emit what is new and what was resolved.
+pub fn on_dump(shared: &Shared, links: &[LinkMessage]) {
     let managed: Vec<u32> = shared.publisher().managed().collect();
-    let links = if managed.is_empty() { Vec::new() } else { crate::netlink::dump_links(&shared.handle).await? };
-    let (added, resolved) = tracker.update(detect(&links, &managed));
+    let (added, resolved) = shared.pitfalls.update(detect(links, &managed));
     for p in resolved {
         tracing::info!(bond = %p.bond, donor = %p.donor, mac = %p.mac, "MAC pitfall resolved");
     }
@@ -168,20 +160,6 @@ pub async fn check(shared: &Shared, tracker: &Tracker) -> Result<(), rtnetlink::
             p.donor
         );
         shared.emit(AgentEvent::MacPitfall { bond: p.bond, mac: p.mac, donor: p.donor });
-    }
-    Ok(())
-}
-
-/// Run [`check`] every [`PERIOD`] until cancelled.
-pub async fn watch(shared: Arc<Shared>, tracker: Arc<Tracker>, cancel: CancellationToken) {
-    loop {
-        if let Err(e) = check(&shared, &tracker).await {
-            tracing::debug!("MAC pitfall check: rtnetlink dump failed: {e}");
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(PERIOD) => {}
-        }
     }
 }
 

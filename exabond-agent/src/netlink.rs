@@ -80,10 +80,12 @@ pub async fn refresh(shared: &Shared, source: ChangeSource) -> Result<(), rtnetl
             p.managed().map(|i| (i, p.ebpf_gen(i))).collect()
         };
         if gens.is_empty() {
+            crate::mac_pitfall::on_dump(shared, &[]);
             return Ok(());
         }
         let dump_ns = exabond_common::clock::monotonic_ns();
         let links = dump_links(&shared.handle).await?;
+        crate::mac_pitfall::on_dump(shared, &links);
         // Every device in the dump has a verdict before a view is published: a member enslaved before its
         // own notification was read is judged here (until then the forbidden set keeps it off the pages).
         judge_unknown(shared, &links);
@@ -352,17 +354,35 @@ fn note(shared: &Shared, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
 /// counters change without a failover.
 const FULL_REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// A full re-read at least this often while the kernel publishes the fast words: the rtnetlink listener
-/// (which resynchronises after a loss) carries member changes, so this is only the deepest backstop.
-const DEEP_REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// (which resynchronises after a loss) carries member changes, so this is only the deepest backstop (and the
+/// latest a MAC pitfall caused by a device outside the bond is seen).
+const DEEP_REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// A mismatch between a fast word and its page counts only once the kernel's change is this old (the page
 /// follows the kernel's word within the agent's latency).
 const FAST_SETTLE_NS: u64 = 50_000_000;
 /// At most one repair of mismatches this often (a mismatch that outlives a repair is not hammered).
 const REPAIR_BACKOFF: Duration = Duration::from_millis(200);
+/// The poll's period while the kernel publishes the fast words, unless `--poll-ms` says otherwise: the
+/// original module's period for bonds without a monitor. The failover reaches the pages through the eBPF
+/// event and rtnetlink; this check only catches what both missed, and each wake-up has a cost.
+pub const FAST_POLL_MS: u32 = 200;
+
+/// The poll's period: `override_ms`, else MIN(miimon, `arp_interval`) of the bonds (`bonds_ms`), at least
+/// [`FAST_POLL_MS`] while the fast words are live.
+#[must_use]
+pub fn poll_period_ms(override_ms: Option<u32>, bonds_ms: u32, fast_live: bool) -> u32 {
+    match override_ms {
+        Some(ms) => ms,
+        None if fast_live => bonds_ms.max(FAST_POLL_MS),
+        None => bonds_ms,
+    }
+    .max(1)
+}
 
 /// The poll backstop: every MIN(miimon, `arp_interval`) of the managed bonds (200 ms by default, or
-/// `override_ms`), check that each bond's page agrees with the kernel, refresh the heartbeat, and re-read
-/// everything over rtnetlink when something differs or a full re-read is due.
+/// `override_ms`; see [`poll_period_ms`] while the fast words are live), check that each bond's page agrees
+/// with the kernel, refresh the heartbeat, and re-read everything over rtnetlink when something differs or
+/// a full re-read is due.
 ///
 /// While the kernel publishes the fast words the check costs no system call: each page is compared with
 /// the slot the failover probe keeps in memory (`fast_words::FastWords::state`). A mismatch (older than
@@ -375,7 +395,8 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
     let mut files = ActiveFiles::new(Path::new("/sys/class/net"));
     let mut pages = Vec::new();
     loop {
-        let ms = override_ms.unwrap_or_else(|| shared.publisher().poll_interval_ms()).max(1);
+        let live = shared.fast().is_some_and(|f| f.lock().is_live());
+        let ms = poll_period_ms(override_ms, shared.publisher().poll_interval_ms(), live);
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
@@ -435,6 +456,15 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_poll_slows_down_only_while_the_kernel_publishes() {
+        assert_eq!(poll_period_ms(None, 10, false), 10, "MIN(miimon, arp_interval) as the original");
+        assert_eq!(poll_period_ms(None, 10, true), FAST_POLL_MS);
+        assert_eq!(poll_period_ms(None, 500, true), 500);
+        assert_eq!(poll_period_ms(Some(10), 10, true), 10, "--poll-ms wins");
+        assert_eq!(poll_period_ms(Some(0), 10, false), 1);
+    }
 
     #[test]
     fn an_overrun_means_a_resync() {

@@ -493,10 +493,9 @@ impl Publisher {
 
     /// Refresh every page's heartbeat (stores only: one word and the sequences of each page).
     pub fn heartbeat(&mut self) {
-        let now = Now::read();
+        let now = exabond_common::clock::monotonic_ns();
         for m in self.bonds.values_mut() {
-            let next = render_heartbeat(m.writer.current(), now);
-            m.writer.publish(&next);
+            m.writer.heartbeat(now);
         }
     }
 

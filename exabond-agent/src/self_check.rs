@@ -122,14 +122,18 @@ impl Pins {
     }
 }
 
-/// One self-check: pins, then maps; repairs reported, the degraded state updated.
-pub fn check_once(shared: &Shared, pins: Option<&Pins>) {
+/// Every how many self-checks the per-device maps are audited too (the others audit only the small maps:
+/// see `Enforcement::audit_maps`).
+pub const FULL_AUDIT_EVERY: u32 = 15;
+
+/// One self-check: pins, then maps (all of them if `full`); repairs reported, the degraded state updated.
+pub fn check_once(shared: &Shared, pins: Option<&Pins>, full: bool) {
     let pin = pins.map(Pins::check).unwrap_or_default();
     let maps = {
         // Lock order: enforcement, then publisher.
         let mut enf = shared.enforcement();
         let pages = shared.publisher().page_inodes();
-        enf.audit_maps(&pages)
+        enf.audit_maps(&pages, full)
     };
     for (what, list) in [("pin", &pin.repaired), ("map", &maps.repaired)] {
         for r in list {
@@ -159,12 +163,12 @@ pub async fn run(
     mut probes: Option<crate::failover_probes::Probes>,
     cancel: CancellationToken,
 ) {
-    loop {
+    for round in 1u32.. {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(EVERY) => {}
         }
-        check_once(&shared, pins.as_ref());
+        check_once(&shared, pins.as_ref(), round % FULL_AUDIT_EVERY == 0);
         if let Some(p) = probes.as_mut() {
             p.check(&shared);
         }

@@ -85,6 +85,8 @@ pub struct Shared {
     pub latency: LatencyHistogram,
     /// Observers (`exabond watch`, the metrics endpoint); emitting takes no agent lock.
     pub events: Bus,
+    /// The current MAC pitfalls (`mac_pitfall::on_dump`; its own leaf lock).
+    pub pitfalls: std::sync::Arc<crate::mac_pitfall::Tracker>,
     /// rtnetlink requests.
     pub handle: Handle,
     /// Directory of the pages.
@@ -110,6 +112,7 @@ impl Shared {
             counters: Counters::default(),
             latency: LatencyHistogram::default(),
             events: Bus::default(),
+            pitfalls: std::sync::Arc::default(),
             handle,
             page_dir,
         }

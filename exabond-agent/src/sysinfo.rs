@@ -89,6 +89,25 @@ pub fn bpf_lsm_active() -> Option<bool> {
     Some(s.trim().split(',').any(|l| l == "bpf"))
 }
 
+/// Keep the agent's resident memory to what it uses, set before anything is allocated: no transparent huge
+/// pages for this process (a 2 MiB page backs a heap that touched a few KiB of it), and at most two malloc
+/// arenas (glibc gives each thread that allocates its own, 64 MiB reserved and partly touched; the agent's
+/// threads allocate little, so sharing costs nothing measurable).
+pub fn lean_memory() {
+    // SAFETY: plain prctl/mallopt calls with constant arguments; failures only leave the defaults.
+    unsafe {
+        let _ = libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        let _ = libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give the heap's free pages back to the kernel (after start-up: the BTF parses and the eBPF object's
+/// loading leave megabytes freed but resident).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    let _ = unsafe { libc::malloc_trim(0) };
+}
+
 /// The address of kernel symbol `name` (`/proc/kallsyms`; needs `CAP_SYSLOG` for real addresses), `None`
 /// if absent or hidden (all zeros).
 #[must_use]

@@ -210,6 +210,22 @@ impl RawPage {
         }
     }
 
+    /// Publish a change of one word of the block (single writer only): the latch with one store per copy,
+    /// nothing compared, nothing copied. `word` < `DATA_WORDS`. What a heartbeat costs.
+    pub(crate) fn write_word(self, word: usize, value: u64) {
+        let (w0, w1) = (&self.words()[word], &self.latch_words()[word]);
+        let seq = self.seq();
+        let s = seq.load(Ordering::Relaxed);
+        let s = s + (s & 1);
+        seq.store(s + 1, Ordering::Release);
+        fence(Ordering::Release);
+        w0.store(value, Ordering::Relaxed);
+        seq.store(s + 2, Ordering::Release);
+        fence(Ordering::Release);
+        w1.store(value, Ordering::Relaxed);
+        self.latch_seq().store(s + 3, Ordering::Relaxed);
+    }
+
     /// Publish `data` (single writer only), storing every word of both copies.
     pub(crate) fn write(self, data: &PageData) {
         self.write_over(data, None);

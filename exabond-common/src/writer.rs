@@ -206,6 +206,15 @@ impl PageWriter {
         self.current = *data;
     }
 
+    /// Publish a heartbeat: `heartbeat_mono_ns` alone, stores only (one word per copy of the block and the
+    /// sequences; no comparison of the block, no copy of it). The legacy word's cache line is not touched.
+    pub fn heartbeat(&mut self, mono_ns: u64) {
+        const WORD: usize = core::mem::offset_of!(PageData, heartbeat_mono_ns) / 8;
+        const _: () = assert!(core::mem::offset_of!(PageData, heartbeat_mono_ns) % 8 == 0);
+        self.current.heartbeat_mono_ns = mono_ns;
+        self.raw.write_word(WORD, mono_ns);
+    }
+
     /// Test hook: the next publication that changes the failover count stops half-way (sequence odd,
     /// part of the block stored) and aborts the process, as a crash in the middle of a publication would.
     /// Used by the end-to-end suite to prove that the next agent repairs the page.
@@ -383,6 +392,21 @@ mod tests {
         assert!(r.changed(), "the reader that opened before the restart sees the new agent's word");
         assert_eq!(r.snapshot().unwrap().failover_count, 3);
         assert!(w2.in_place().unwrap() && w2.intact());
+    }
+
+    #[test]
+    fn a_heartbeat_is_one_word_in_both_copies() {
+        let d = dir("heartbeat");
+        let (mut w, _) = PageWriter::open(&d, "bond0", &data(1)).unwrap();
+        let r = PageReader::open_in(&d, "bond0").unwrap();
+        let seq = r.sequence();
+        w.heartbeat(12_345);
+        let mut want = data(1);
+        want.heartbeat_mono_ns = 12_345;
+        assert_eq!(r.snapshot().unwrap(), want);
+        assert_eq!(r.sequence(), seq + 2, "one publication");
+        assert!(w.intact(), "copy 1 and latch_seq in step too");
+        assert_eq!(w.current(), &want);
     }
 
     #[test]

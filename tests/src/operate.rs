@@ -27,7 +27,7 @@ const CONFIG: &str = "/tmp/exabond-operate.toml";
 const ENODEV: i32 = 19;
 /// Generous: the VM is emulated (TCG).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The agent looks for MAC pitfalls every 3 s.
+/// The agent looks for MAC pitfalls in each full link dump (at once after a member leaves).
 const PITFALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `exabond watch --json` in a child process; its lines are collected by two threads.

@@ -16,7 +16,7 @@ use crate::enforcement::{Enforcement, Mode};
 use crate::policy::MemberPolicy;
 use crate::publisher::Publisher;
 use crate::shared::Shared;
-use crate::{config, control, ebpf_loader, event_loop, mac_pitfall, manage, metrics, netlink, sysinfo};
+use crate::{config, control, ebpf_loader, event_loop, manage, metrics, netlink, sysinfo};
 
 /// Arguments of `exabond agent`.
 #[derive(clap::Args)]
@@ -110,6 +110,7 @@ impl AgentArgs {
 /// # Errors
 /// Start-up failures, with what to do about them.
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    sysinfo::lean_memory();
     let cfg = config::resolve(args.settings()?, args.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(args, &cfg))
@@ -182,6 +183,8 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
         tracing::info!("registered with the page guard a previous agent left pinned");
     }
     let fast = fast_maps.and_then(open_fast_words);
+    // The BTF parses and the object's relocation are done: their freed memory goes back.
+    sysinfo::trim_heap();
     let logger = ebpf.as_mut().and_then(|e| match aya_log::EbpfLogger::init(e) {
         Ok(lg) => Some(lg),
         Err(err) => {
@@ -233,6 +236,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
     crate::fast_words::sync(&shared);
     tracker.spawn(crate::reader_socket::serve(readers, shared.clone(), cancel.clone()));
     tracker.spawn(crate::self_check::run(shared.clone(), pins, probes, cancel.clone()));
+    sysinfo::trim_heap();
     tracing::info!(
         bonds = ?names,
         page_dir = %cfg.page_dir.display(),
@@ -258,7 +262,7 @@ async fn run_async(args: &AgentArgs, cfg: &AgentConfig) -> anyhow::Result<()> {
 }
 
 /// Start the agent's tasks, which run until `cancel`: the rtnetlink listener, the poll backstop, the page
-/// directory watch, the MAC pitfall watch, the metrics endpoint (if bound) and the control socket.
+/// directory watch, the metrics endpoint (if bound) and the control socket.
 fn spawn_tasks(
     shared: &Arc<Shared>,
     cfg: &AgentConfig,
@@ -272,8 +276,7 @@ fn spawn_tasks(
     tracker.spawn(netlink::listen(shared.clone(), link_socket, cancel.clone()));
     tracker.spawn(netlink::poll(shared.clone(), cfg.poll_ms, cancel.clone()));
     tracker.spawn(crate::page_watch::watch(shared.clone(), page_watch, cancel.clone()));
-    let pitfalls = Arc::new(mac_pitfall::Tracker::default());
-    tracker.spawn(mac_pitfall::watch(shared.clone(), pitfalls.clone(), cancel.clone()));
+    let pitfalls = shared.pitfalls.clone();
     if let Some(l) = metrics_listener {
         tracker.spawn(metrics::serve(l, shared.clone(), pitfalls.clone(), cancel.clone()));
     }

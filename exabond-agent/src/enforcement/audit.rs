@@ -24,16 +24,13 @@ fn reconcile<K, V>(
     K: Pod + Ord + std::fmt::Debug + 'static,
     V: Pod + PartialEq + std::fmt::Debug,
 {
-    let mut present = Vec::new();
-    for r in map.iter() {
-        match r {
-            Ok(kv) => present.push(kv),
-            Err(e) => {
-                failed.push(format!("{name}: cannot list: {e}"));
-                return;
-            }
+    let present = match list(map) {
+        Ok(p) => p,
+        Err(e) => {
+            failed.push(format!("{name}: cannot list: {e}"));
+            return;
         }
-    }
+    };
     for (k, v) in &present {
         if !want.contains_key(k) {
             found.push(format!("{name}[{}]: entry {v:?} the agent did not write, removed", show(k)));
@@ -45,7 +42,7 @@ fn reconcile<K, V>(
         }
     }
     for (k, v) in want {
-        let now = present.iter().find(|(pk, _)| pk == k).map(|(_, pv)| *pv);
+        let now = present.get(k).copied();
         if now.as_ref() == Some(v) {
             continue;
         }
@@ -59,6 +56,34 @@ fn reconcile<K, V>(
 }
 
 /// A key for the log: an interface name as text, anything else as `Debug`.
+/// Every entry of `map`: in a few `BPF_MAP_LOOKUP_BATCH` calls (walking a map of hundreds of entries, every
+/// self-check, costs two system calls an entry), or by walking it where the kernel has no batch lookup.
+fn list<K, V>(map: &HashMap<MapData, K, V>) -> Result<BTreeMap<K, V>, String>
+where
+    K: Pod + Ord,
+    V: Pod,
+{
+    use aya::maps::IterableMap as _;
+    use std::os::fd::AsFd as _;
+    let (ks, vs) = (size_of::<K>(), size_of::<V>());
+    match crate::bpf_obj::dump_hash(map.map().fd().as_fd(), ks, vs) {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .map(|(k, v)| {
+                // SAFETY: Pod types are plain bytes of exactly these sizes (checked by `dump_hash`'s slicing);
+                // any bit pattern is a valid K and V.
+                unsafe { (k.as_ptr().cast::<K>().read_unaligned(), v.as_ptr().cast::<V>().read_unaligned()) }
+            })
+            .collect()),
+        // No batch operations for this map here (EINVAL, the kernel's ENOTSUPP 524), or a bucket fuller than
+        // a batch (ENOSPC): walk it.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSPC | 524)) => {
+            map.iter().collect::<Result<BTreeMap<K, V>, _>>().map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn show<K: std::fmt::Debug + 'static>(k: &K) -> String {
     let any: &dyn std::any::Any = k;
     if let Some(k) = any.downcast_ref::<NameKey>() {
@@ -79,22 +104,30 @@ pub struct MapAudit {
 
 impl Enforcement {
     /// Compare the maps with what the agent wrote (the page guard's with the publisher's `pages`) and put
-    /// every difference right. Nothing without maps (`--no-ebpf`).
-    pub fn audit_maps(&mut self, pages: &BTreeMap<PageInode, u32>) -> MapAudit {
+    /// every difference right. Nothing without maps (`--no-ebpf`). `full`: all of them; otherwise only the
+    /// small ones every request's fast exit depends on (`AGENT`, `MANAGED_NETNS`, `MANAGED_BONDS`,
+    /// `PAGE_INODES`), leaving the per-device maps and the guarded files (hundreds of entries, a `stat` per
+    /// file: tens of milliseconds under emulation) to the full audits.
+    pub fn audit_maps(&mut self, pages: &BTreeMap<PageInode, u32>, full: bool) -> MapAudit {
         let mut audit = MapAudit::default();
         let netns = self.netns;
-        let verdicts: BTreeMap<DevKey, u32> =
-            self.links.iter().map(|(&i, e)| (DevKey { netns, ifindex: i }, e.verdict.errno())).collect();
+        let verdicts: BTreeMap<DevKey, u32> = self
+            .links
+            .iter()
+            .filter(|_| full)
+            .map(|(&i, e)| (DevKey { netns, ifindex: i }, e.verdict.errno()))
+            .collect();
         let verdict_names: BTreeMap<NameKey, u32> = self
             .links
             .values()
+            .filter(|_| full)
             .flat_map(|e| {
                 e.names.iter().filter_map(|n| NameKey::new(netns, n.as_bytes())).map(|k| (k, e.verdict.errno()))
             })
             .collect();
         let managed: BTreeMap<DevKey, u32> = self.managed.keys().map(|&i| (DevKey { netns, ifindex: i }, 0)).collect();
         let mut managed_names: BTreeMap<NameKey, u32> = BTreeMap::new();
-        for (&i, n) in &self.managed {
+        for (&i, n) in self.managed.iter().filter(|_| full) {
             let names = self.links.get(&i).map(|e| e.names.clone()).unwrap_or_default();
             for name in names.iter().chain(std::iter::once(n)) {
                 if let Some(k) = NameKey::new(netns, name.as_bytes()) {
@@ -104,7 +137,7 @@ impl Enforcement {
         }
         let want_netns = if self.managed.is_empty() { 0 } else { netns };
         let mut guarded = BTreeMap::new();
-        for (&ifindex, name) in &self.managed {
+        for (&ifindex, name) in self.managed.iter().filter(|_| full) {
             let sys = Path::new("/sys/class/net").join(name).join("bonding");
             for (file, kind) in [("mode", FILE_MODE), ("slaves", FILE_SLAVES)] {
                 match sysinfo::inode_of(&sys.join(file)) {
@@ -118,11 +151,13 @@ impl Enforcement {
         }
         let Some(m) = self.maps.as_mut() else { return audit };
         let (found, failed) = (&mut audit.repaired, &mut audit.failed);
-        reconcile("VERDICT_BY_IFINDEX", &mut m.verdict_by_ifindex, &verdicts, found, failed);
-        reconcile("VERDICT_BY_NAME", &mut m.verdict_by_name, &verdict_names, found, failed);
+        if full {
+            reconcile("VERDICT_BY_IFINDEX", &mut m.verdict_by_ifindex, &verdicts, found, failed);
+            reconcile("VERDICT_BY_NAME", &mut m.verdict_by_name, &verdict_names, found, failed);
+            reconcile("MANAGED_BY_NAME", &mut m.managed_by_name, &managed_names, found, failed);
+            reconcile("GUARDED_FILES", &mut m.guarded, &guarded, found, failed);
+        }
         reconcile("MANAGED_BONDS", &mut m.managed, &managed, found, failed);
-        reconcile("MANAGED_BY_NAME", &mut m.managed_by_name, &managed_names, found, failed);
-        reconcile("GUARDED_FILES", &mut m.guarded, &guarded, found, failed);
         reconcile("PAGE_INODES", &mut m.page_inodes, pages, found, failed);
         match m.managed_netns.get(&0, 0) {
             Ok(now) if now == want_netns => {}
