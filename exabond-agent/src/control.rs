@@ -35,12 +35,21 @@ use crate::shared::Shared;
 /// # Errors
 /// If the directory or socket cannot be created.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    bind_with_mode(path, 0o600)
+}
+
+/// Bind a Unix socket at `path` with permissions `mode`, creating its directory and replacing a stale
+/// socket.
+///
+/// # Errors
+/// If the directory or socket cannot be created.
+pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     Ok(l)
 }
 

@@ -205,26 +205,9 @@ impl FastWords {
         if !self.live {
             return None;
         }
-        for _ in 0..1000 {
-            let s1 = self.u64_at(slot, 8).load(Ordering::Acquire);
-            if s1 & 1 == 0 {
-                let st = FastState {
-                    word: self.u32_at(slot, 0).load(Ordering::Relaxed),
-                    active_ifindex: self.u32_at(slot, 16).load(Ordering::Relaxed),
-                    flags: self.u32_at(slot, 20).load(Ordering::Relaxed),
-                    kernel_ns: self.u64_at(slot, 24).load(Ordering::Relaxed),
-                    changes: self.u64_at(slot, 32).load(Ordering::Relaxed),
-                    kernel_ifindex: self.u32_at(slot, 40).load(Ordering::Relaxed),
-                    seq: s1,
-                };
-                std::sync::atomic::fence(Ordering::Acquire);
-                if self.u64_at(slot, 8).load(Ordering::Relaxed) == s1 {
-                    return Some(st);
-                }
-            }
-            std::hint::spin_loop();
-        }
-        None
+        let p = std::ptr::from_ref::<AtomicU32>(self.u32_at(slot, 0));
+        // SAFETY: the slot's start in this value's live mapping (64-aligned).
+        unsafe { exabond_common::fast_reader::read_slot(p.cast(), 1000) }
     }
 
     /// Whether the kernel publishes now.

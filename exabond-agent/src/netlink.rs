@@ -391,7 +391,11 @@ pub fn poll_period_ms(override_ms: Option<u32>, bonds_ms: u32, fast_live: bool) 
 /// ([`ActiveFiles`]: one pread(2) per bond), as before.
 pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: CancellationToken) {
     let mut last_full = std::time::Instant::now();
+    let mut last_verify = std::time::Instant::now();
     let mut last_repair: Option<std::time::Instant> = None;
+    // Without the page guard (no BPF LSM) a page written through a mapping is found by this check alone.
+    let guarded = shared.enforcement().mode == crate::enforcement::Mode::LsmVeto;
+    let verify_every = if guarded { DEEP_REFRESH_EVERY } else { FULL_REFRESH_EVERY };
     let mut files = ActiveFiles::new(Path::new("/sys/class/net"));
     let mut pages = Vec::new();
     loop {
@@ -426,12 +430,13 @@ pub async fn poll(shared: Arc<Shared>, override_ms: Option<u32>, cancel: Cancell
         // repaired again only after a pause.
         let repair =
             !mismatched.is_empty() && (fast.is_none() || last_repair.is_none_or(|t| t.elapsed() >= REPAIR_BACKOFF));
-        if !due && !repair {
-            continue;
-        }
-        if due {
+        if last_verify.elapsed() >= verify_every {
             // Pages written by someone else through a mapping or write(2) (no inotify event for those).
             crate::page_watch::verify(&shared);
+            last_verify = std::time::Instant::now();
+        }
+        if !due && !repair {
+            continue;
         }
         last_full = std::time::Instant::now();
         if repair {

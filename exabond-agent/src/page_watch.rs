@@ -2,8 +2,9 @@
 //! process is noticed at once (inotify) and mended by [`Publisher::verify_pages`]. With the BPF LSM page
 //! guard such changes are refused in the kernel and this never fires; without it (or for a process that
 //! got past it) this is the backstop. Content changes are not watched here (in `/dev`, every write to
-//! `/dev/null` would wake the agent): the poll loop verifies the pages every
-//! `netlink::FULL_REFRESH_EVERY`, which also covers writes through a mapping, which inotify never reports.
+//! `/dev/null` would wake the agent): the poll loop verifies the pages every `netlink::FULL_REFRESH_EVERY`
+//! (500 ms) without the page guard, every `netlink::DEEP_REFRESH_EVERY` with it, which also covers writes
+//! through a mapping, which inotify never reports.
 //!
 //! [`Publisher::verify_pages`]: crate::publisher::Publisher::verify_pages
 
@@ -109,14 +110,14 @@ pub async fn watch(shared: Arc<Shared>, fd: AsyncFd<OwnedFd>, cancel: Cancellati
         let mut guard = match ready {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!("page directory watch failed ({e}); the poll still checks the pages every 500 ms");
+                tracing::error!("page directory watch failed ({e}); the poll still checks the pages (every 500 ms without the BPF LSM)");
                 return;
             }
         };
         let hit = match drain(fd.get_ref()) {
             Ok(h) => h,
             Err(e) => {
-                tracing::error!("page directory watch failed ({e}); the poll still checks the pages every 500 ms");
+                tracing::error!("page directory watch failed ({e}); the poll still checks the pages (every 500 ms without the BPF LSM)");
                 return;
             }
         };

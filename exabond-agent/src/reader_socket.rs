@@ -32,13 +32,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// # Errors
 /// If the directory or socket cannot be created.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-    Ok(l)
+    crate::control::bind_with_mode(path, 0o666)
 }
 
 /// The reply to `req` from a peer of uid `uid`.

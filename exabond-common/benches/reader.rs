@@ -6,8 +6,9 @@
 //! - `snapshot/uncontended`: [`PageReader::snapshot`] with no writer;
 //! - `snapshot/into_buffer`: [`PageReader::snapshot_into`] (into a buffer the caller keeps) with no writer;
 //! - `snapshot/writer_full_rate`: the same while a writer thread on another core publishes back to back
-//!   (the bench thread and the writer are pinned to different CPUs when there are two). The number of
-//!   `ReadError::Inconsistent` results (retries exhausted) is printed after it.
+//!   (the bench thread and the writer are pinned to different CPUs when there are two). Then, against the
+//!   same writer, a fixed run of `$EXABOND_CONTENDED_CALLS` calls (10^8 by default) counts the
+//!   `ReadError::Inconsistent` results (retries exhausted): the latch's goal is none.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -108,6 +109,16 @@ fn reader_benches(c: &mut Criterion) {
         });
     });
     g.finish();
+    // The give-up count over a fixed, large number of calls (criterion's own count varies with its timing).
+    let fixed: u64 = std::env::var("EXABOND_CONTENDED_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000_000);
+    let t = std::time::Instant::now();
+    let mut fixed_failed = 0u64;
+    for _ in 0..fixed {
+        fixed_failed += u64::from(black_box(r.snapshot()).is_err());
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a mean for display")]
+    let fixed_ns = t.elapsed().as_nanos() as f64 / fixed.max(1) as f64;
+    println!("snapshot against the writer, {fixed} calls: {fixed_failed} gave up, {fixed_ns:.1} ns per call");
     stop.store(true, Ordering::Relaxed);
     let (w, publications) = writer.join().unwrap();
     let secs = started.elapsed().as_secs_f64();
@@ -120,7 +131,7 @@ fn reader_benches(c: &mut Criterion) {
     // For `cargo xtask bench`'s table (it sets CRITERION_HOME to a fresh directory per run).
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         let doc = format!(
-            "{{\"publications\": {publications}, \"seconds\": {secs}, \"snapshot_calls\": {calls}, \"inconsistent\": {inconsistent}}}\n"
+            "{{\"publications\": {publications}, \"seconds\": {secs}, \"snapshot_calls\": {calls}, \"inconsistent\": {inconsistent}, \"fixed_calls\": {fixed}, \"fixed_inconsistent\": {fixed_failed}, \"fixed_ns\": {fixed_ns}}}\n"
         );
         let _ = std::fs::write(std::path::Path::new(&home).join("contention.json"), doc);
     }

@@ -208,28 +208,48 @@ impl FastWord {
     /// # Errors
     /// [`FastError::Retired`], or [`FastError::Inconsistent`] if the sequence never settles.
     pub fn state(&self) -> Result<FastState, FastError> {
-        for _ in 0..STATE_RETRIES {
-            let s1 = self.u64_at(8).load(Ordering::Acquire);
-            if s1 & 1 == 0 {
-                let st = FastState {
-                    word: self.u32_at(0).load(Ordering::Relaxed),
-                    active_ifindex: self.u32_at(16).load(Ordering::Relaxed),
-                    flags: self.u32_at(20).load(Ordering::Relaxed),
-                    kernel_ns: self.u64_at(24).load(Ordering::Relaxed),
-                    changes: self.u64_at(32).load(Ordering::Relaxed),
-                    kernel_ifindex: self.u32_at(40).load(Ordering::Relaxed),
-                    seq: s1,
-                };
-                fence(Ordering::Acquire);
-                if self.u64_at(8).load(Ordering::Relaxed) == s1 {
-                    self.check_epoch()?;
-                    return Ok(st);
-                }
-            }
-            core::hint::spin_loop();
-        }
-        Err(FastError::Inconsistent(STATE_RETRIES))
+        // SAFETY: `slot` points into this value's live mapping.
+        let st = unsafe { read_slot(self.slot, STATE_RETRIES) }.ok_or(FastError::Inconsistent(STATE_RETRIES))?;
+        self.check_epoch()?;
+        Ok(st)
     }
+}
+
+/// A consistent copy of the kernel half of the slot at `slot`, or `None` after `retries` attempts that
+/// found the sequence odd or moving. For every reader of a slot (a reader's read-only mapping, the agent's
+/// own read-write one).
+///
+/// # Safety
+/// `slot` must point to a 64-aligned `FastSlot` in a mapping that stays alive during the call; every access
+/// is an atomic load.
+#[must_use]
+pub unsafe fn read_slot(slot: *const FastSlot, retries: u32) -> Option<FastState> {
+    #[expect(clippy::cast_ptr_alignment, reason = "a 64-aligned slot, offsets multiples of 4")]
+    // SAFETY: in the slot (caller contract), 4-aligned.
+    let u32_at = |off: usize| unsafe { &*slot.cast::<u8>().add(off).cast::<AtomicU32>() };
+    #[expect(clippy::cast_ptr_alignment, reason = "a 64-aligned slot, offsets multiples of 8")]
+    // SAFETY: in the slot (caller contract), 8-aligned.
+    let u64_at = |off: usize| unsafe { &*slot.cast::<u8>().add(off).cast::<AtomicU64>() };
+    for _ in 0..retries {
+        let s1 = u64_at(8).load(Ordering::Acquire);
+        if s1 & 1 == 0 {
+            let st = FastState {
+                word: u32_at(0).load(Ordering::Relaxed),
+                active_ifindex: u32_at(16).load(Ordering::Relaxed),
+                flags: u32_at(20).load(Ordering::Relaxed),
+                kernel_ns: u64_at(24).load(Ordering::Relaxed),
+                changes: u64_at(32).load(Ordering::Relaxed),
+                kernel_ifindex: u32_at(40).load(Ordering::Relaxed),
+                seq: s1,
+            };
+            fence(Ordering::Acquire);
+            if u64_at(8).load(Ordering::Relaxed) == s1 {
+                return Some(st);
+            }
+        }
+        core::hint::spin_loop();
+    }
+    None
 }
 
 /// The exchange with the reader socket: the agent's reply to a request for `bond`'s fast word, and the

@@ -171,6 +171,16 @@
 #define EXABOND_SOURCE_MANAGE 4
 
 /**
+ * `source` of `struct exabond_active`: read from the fast word (the kernel's own publication).
+ */
+#define EXABOND_ACTIVE_FAST 1
+
+/**
+ * `source` of `struct exabond_active`: read from the page.
+ */
+#define EXABOND_ACTIVE_PAGE 2
+
+/**
  * Result codes: `EXABOND_OK` (0) or a negative error. Functions return them as `int`.
  */
 enum exabond_error {
@@ -225,6 +235,32 @@ enum exabond_error {
  * `exabond_close`.
  */
 struct exabond_reader;
+
+/**
+ * The active slave as the hot-loop calls see it (filled by `exabond_active`).
+ */
+struct exabond_active {
+  /**
+   * The legacy word.
+   */
+  uint32_t word;
+  /**
+   * ifindex of the active slave (0: none shown).
+   */
+  uint32_t ifindex;
+  /**
+   * `CLOCK_MONOTONIC` ns of the kernel's change behind it (0 when unknown).
+   */
+  uint64_t kernel_ns;
+  /**
+   * `EXABOND_ACTIVE_FAST` or `EXABOND_ACTIVE_PAGE`.
+   */
+  uint32_t source;
+  /**
+   * Reserved, zero.
+   */
+  uint32_t reserved;
+};
 
 /**
  * One member of the bond (48 bytes; mirrors `exabond_common::page::SlaveRecord`).
@@ -401,7 +437,9 @@ struct exabond_reader *exabond_open_path(const char *path,
 
 /**
  * Hot-loop check: 1 if the legacy word changed since the previous call (or since the open), 0 if not.
- * One atomic load and a compare: no allocation, no syscall, no lock. Like the original exasock word,
+ * One atomic load and a compare: no allocation, no syscall, no lock. While the handle reads the fast word
+ * (see `exabond_uses_fast`) the load is of the kernel's own publication, which leads the page; when
+ * that fast word is retired the call returns 1 once and the handle reads the page from then on. Like the original exasock word,
  * an A→B→A flip between two calls is not seen here (`failover_count` in the snapshot counts it).
  *
  * Returns `EXABOND_ERR_NULL_ARG` (negative) if `reader` is NULL: test `> 0`, or check the handle once
@@ -414,13 +452,47 @@ struct exabond_reader *exabond_open_path(const char *path,
 int exabond_changed(struct exabond_reader *reader);
 
 /**
- * The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC`
- * id, 24-31 port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
+ * The legacy word now: the fast word's (the kernel's own publication) while the handle reads it, else the
+ * page's (one acquire load each): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC` id, 24-31
+ * port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
  *
  * # Safety
  * `reader` must be NULL or a live handle from `exabond_open*`.
  */
 uint32_t exabond_legacy_word(const struct exabond_reader *reader);
+
+/**
+ * The page's own legacy word (one acquire load), whatever the fast word says: what exasock readers see.
+ * 0 if `reader` is NULL.
+ *
+ * # Safety
+ * `reader` must be NULL or a live handle from `exabond_open*`.
+ */
+uint32_t exabond_page_word(const struct exabond_reader *reader);
+
+/**
+ * 1 if the handle's hot-loop calls read the bond's fast word (the kernel's own publication, offered by
+ * the agent's reader socket when the handle was opened), 0 if they read the page (not offered, or
+ * retired since), `EXABOND_ERR_NULL_ARG` if `reader` is NULL.
+ *
+ * # Safety
+ * `reader` must be NULL or a live handle from `exabond_open*`.
+ */
+int exabond_uses_fast(const struct exabond_reader *reader);
+
+/**
+ * The active slave as the hot-loop calls see it, into `*out`: from a consistent copy of the fast word's
+ * slot while the handle reads it (it agrees with the word `exabond_changed` saw, or a later one), else
+ * from a snapshot of the page. No allocation, no syscall.
+ *
+ * Returns `EXABOND_OK`, `EXABOND_ERR_NULL_ARG`, or `EXABOND_ERR_INCONSISTENT`.
+ *
+ * # Safety
+ * `reader` must be NULL or a live handle from `exabond_open*`; `out` NULL or a pointer to writable
+ * memory for one `struct exabond_active`.
+ */
+int exabond_active(const struct exabond_reader *reader,
+                   struct exabond_active *out);
 
 /**
  * Copy the page's block consistently (through the latched seqlock: the copy the agent is not writing,

@@ -84,6 +84,27 @@ pub const EXABOND_SOURCE_POLL: u32 = 3;
 /// `last_change_source`: the initial read when the bond was placed under management.
 pub const EXABOND_SOURCE_MANAGE: u32 = 4;
 
+/// `source` of `struct exabond_active`: read from the fast word (the kernel's own publication).
+pub const EXABOND_ACTIVE_FAST: u32 = 1;
+/// `source` of `struct exabond_active`: read from the page.
+pub const EXABOND_ACTIVE_PAGE: u32 = 2;
+
+/// The active slave as the hot-loop calls see it (filled by `exabond_active`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct exabond_active {
+    /// The legacy word.
+    pub word: u32,
+    /// ifindex of the active slave (0: none shown).
+    pub ifindex: u32,
+    /// `CLOCK_MONOTONIC` ns of the kernel's change behind it (0 when unknown).
+    pub kernel_ns: u64,
+    /// `EXABOND_ACTIVE_FAST` or `EXABOND_ACTIVE_PAGE`.
+    pub source: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
 /// One member of the bond (48 bytes; mirrors `exabond_common::page::SlaveRecord`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -260,7 +260,9 @@ pub unsafe extern "C" fn exabond_open_path(path: *const c_char, err: *mut c_int)
 }
 
 /// Hot-loop check: 1 if the legacy word changed since the previous call (or since the open), 0 if not.
-/// One atomic load and a compare: no allocation, no syscall, no lock. Like the original exasock word,
+/// One atomic load and a compare: no allocation, no syscall, no lock. While the handle reads the fast word
+/// (see `exabond_uses_fast`) the load is of the kernel's own publication, which leads the page; when
+/// that fast word is retired the call returns 1 once and the handle reads the page from then on. Like the original exasock word,
 /// an A→B→A flip between two calls is not seen here (`failover_count` in the snapshot counts it).
 ///
 /// Returns `EXABOND_ERR_NULL_ARG` (negative) if `reader` is NULL: test `> 0`, or check the handle once
@@ -278,8 +280,9 @@ pub unsafe extern "C" fn exabond_changed(reader: *mut exabond_reader) -> c_int {
     }
 }
 
-/// The legacy word now (one acquire load): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC`
-/// id, 24-31 port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
+/// The legacy word now: the fast word's (the kernel's own publication) while the handle reads it, else the
+/// page's (one acquire load each): bits 0-15 flags (`EXABOND_LEGACY_ACTIVE`), 16-23 `SmartNIC` id, 24-31
+/// port. Does not touch the value `exabond_changed` compares with. 0 if `reader` is NULL.
 ///
 /// # Safety
 /// `reader` must be NULL or a live handle from `exabond_open*`.
@@ -287,6 +290,64 @@ pub unsafe extern "C" fn exabond_changed(reader: *mut exabond_reader) -> c_int {
 pub unsafe extern "C" fn exabond_legacy_word(reader: *const exabond_reader) -> u32 {
     // SAFETY: NULL or a live handle (caller contract); only read.
     unsafe { reader.as_ref() }.map_or(0, |r| r.inner.legacy_word())
+}
+
+/// The page's own legacy word (one acquire load), whatever the fast word says: what exasock readers see.
+/// 0 if `reader` is NULL.
+///
+/// # Safety
+/// `reader` must be NULL or a live handle from `exabond_open*`.
+#[no_mangle]
+pub unsafe extern "C" fn exabond_page_word(reader: *const exabond_reader) -> u32 {
+    // SAFETY: NULL or a live handle (caller contract); only read.
+    unsafe { reader.as_ref() }.map_or(0, |r| r.inner.page_word())
+}
+
+/// 1 if the handle's hot-loop calls read the bond's fast word (the kernel's own publication, offered by
+/// the agent's reader socket when the handle was opened), 0 if they read the page (not offered, or
+/// retired since), `EXABOND_ERR_NULL_ARG` if `reader` is NULL.
+///
+/// # Safety
+/// `reader` must be NULL or a live handle from `exabond_open*`.
+#[no_mangle]
+pub unsafe extern "C" fn exabond_uses_fast(reader: *const exabond_reader) -> c_int {
+    // SAFETY: NULL or a live handle (caller contract); only read.
+    unsafe { reader.as_ref() }.map_or(EXABOND_ERR_NULL_ARG.code(), |r| c_int::from(r.inner.uses_fast()))
+}
+
+/// The active slave as the hot-loop calls see it, into `*out`: from a consistent copy of the fast word's
+/// slot while the handle reads it (it agrees with the word `exabond_changed` saw, or a later one), else
+/// from a snapshot of the page. No allocation, no syscall.
+///
+/// Returns `EXABOND_OK`, `EXABOND_ERR_NULL_ARG`, or `EXABOND_ERR_INCONSISTENT`.
+///
+/// # Safety
+/// `reader` must be NULL or a live handle from `exabond_open*`; `out` NULL or a pointer to writable
+/// memory for one `struct exabond_active`.
+#[no_mangle]
+pub unsafe extern "C" fn exabond_active(reader: *const exabond_reader, out: *mut exabond_active) -> c_int {
+    let r = guarded(|| {
+        // SAFETY: NULL or a live handle (caller contract); only read.
+        let r = unsafe { reader.as_ref() }.ok_or(EXABOND_ERR_NULL_ARG)?;
+        if out.is_null() {
+            return Err(EXABOND_ERR_NULL_ARG);
+        }
+        let a = r.inner.active().map_err(|e| exabond_error::from_read_error(&e))?;
+        let v = exabond_active {
+            word: a.word,
+            ifindex: a.ifindex,
+            kernel_ns: a.kernel_ns,
+            source: match a.source {
+                exabond_common::reader::ActiveSource::Fast => EXABOND_ACTIVE_FAST,
+                exabond_common::reader::ActiveSource::Page => EXABOND_ACTIVE_PAGE,
+            },
+            reserved: 0,
+        };
+        // SAFETY: non-NULL and writable for one struct (caller contract).
+        unsafe { out.write(v) };
+        Ok(())
+    });
+    r.map_or_else(exabond_error::code, |()| EXABOND_OK.code())
 }
 
 /// Copy the page's block consistently (through the latched seqlock: the copy the agent is not writing,

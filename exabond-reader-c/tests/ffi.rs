@@ -380,3 +380,30 @@ fn strerror_covers_every_code() {
     }
     assert_eq!(seen.len(), 10, "EXABOND_OK and 9 errors");
 }
+
+#[test]
+fn without_an_agent_the_active_slave_comes_from_the_page() {
+    let dir = tmpdir("active");
+    let d = state(3, Some(1));
+    let _w = PageWriter::create(&dir, "bond0", &d).unwrap();
+    let h = Handle(open(b"bond0", Some(&dir)).unwrap());
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { exabond_uses_fast(h.0) }, 0, "no reader socket here: the page");
+    // SAFETY: as above.
+    assert_eq!(unsafe { exabond_page_word(h.0) }, d.legacy_word);
+    let mut a = std::mem::MaybeUninit::<exabond_active>::uninit();
+    // SAFETY: a live handle and writable memory for one struct.
+    assert_eq!(unsafe { exabond_active(h.0, a.as_mut_ptr()) }, 0);
+    // SAFETY: EXABOND_OK means it was written.
+    let a = unsafe { a.assume_init() };
+    assert_eq!(
+        (a.word, a.ifindex, a.kernel_ns, a.source),
+        (d.legacy_word, d.active_ifindex, d.kernel_event_ns, EXABOND_ACTIVE_PAGE)
+    );
+    // SAFETY: NULL arguments are refused, not dereferenced.
+    unsafe {
+        assert_eq!(exabond_active(h.0, std::ptr::null_mut()), exabond_error::EXABOND_ERR_NULL_ARG as i32);
+        assert_eq!(exabond_active(std::ptr::null(), std::ptr::null_mut()), exabond_error::EXABOND_ERR_NULL_ARG as i32);
+        assert_eq!(exabond_uses_fast(std::ptr::null()), exabond_error::EXABOND_ERR_NULL_ARG as i32);
+    }
+}
