@@ -123,8 +123,9 @@ const BATCH: usize = 256;
 pub fn dump_hash(fd: BorrowedFd<'_>, key_size: usize, value_size: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let raw = u32::try_from(fd.as_raw_fd()).map_err(|_| std::io::Error::other("negative descriptor"))?;
     let mut keys = vec![0u8; BATCH * key_size];
-    // Values of a batch are laid out at 8-byte strides.
-    let stride = value_size.div_ceil(8) * 8;
+    // Keys and values of a batch are packed at their own sizes (kernel/bpf/hashtab.c: `dst_key += key_size`,
+    // `dst_val += value_size`; only per-CPU values are rounded to 8 bytes).
+    let stride = value_size;
     let mut values = vec![0u8; BATCH * stride];
     let (mut cursor, mut next) = (0u64, 0u64);
     let mut out = Vec::new();
