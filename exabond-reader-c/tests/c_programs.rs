@@ -217,7 +217,7 @@ fn expected_trading_line(n: usize) -> String {
         None => ("-", -1),
     };
     format!(
-        "change {n} word=0x{:08x} active={name} ifindex={} slot={slot} failovers={n}",
+        "change {n} word=0x{:08x} active={name} ifindex={} slot={slot} failovers={n} source=page",
         d.legacy_word, d.active_ifindex
     )
 }

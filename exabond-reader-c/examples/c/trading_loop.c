@@ -4,12 +4,15 @@
  *   trading_loop BOND [PAGE_DIR] [--count N | --once]
  *
  * Opens PAGE_DIR/exabond-BOND (PAGE_DIR defaults to /dev), then spins on exabond_changed() (one atomic
- * load: no syscall, no lock); on a change it takes a snapshot and prints the active slave. With
- * --count N it exits after N changes; with --once it prints one snapshot and exits.
+ * load: no syscall, no lock; of the kernel's own fast word when the agent offers it, else of the page's
+ * word). On a change it takes the new word and active ifindex from exabond_active() (what a trading loop
+ * acts on), then the slave's name from a snapshot of the page, which follows the fast word within the
+ * agent's latency (the loop re-reads it until it shows that ifindex, for at most a second). With --count N
+ * it exits after N changes; with --once it prints one snapshot and exits.
  *
  * Output, one line each, flushed (the tests parse it):
  *   ready word=0x%08x                       after the open: the word the first change is compared with
- *   change K word=0x%08x active=NAME ifindex=I slot=S failovers=F
+ *   change K word=0x%08x active=NAME ifindex=I slot=S failovers=F source=fast|page
  *                                           K counts from 1; NAME is "-" when no slave is active
  *   snapshot bond=B word=0x%08x active=NAME ifindex=I slot=S failovers=F slaves=N stale=0|1   (--once)
  *
@@ -125,15 +128,28 @@ int main(int argc, char **argv)
             continue;
         }
         seen++;
-        err = exabond_snapshot(r, &s);
+        struct exabond_active a;
+        err = exabond_active(r, &a);
+        if (err != EXABOND_OK) {
+            fprintf(stderr, "trading_loop: active: %s\n", exabond_strerror(err));
+            continue;
+        }
+        /* The page (names, members, counters) follows the fast word within the agent's latency. */
+        for (unsigned long spins = 0;; spins++) {
+            err = exabond_snapshot(r, &s);
+            uint32_t shown = (err == EXABOND_OK && (s.flags & EXABOND_FLAG_ACTIVE)) ? s.active_ifindex : 0;
+            if (err == EXABOND_OK && (shown == a.ifindex || spins > 100000000ul))
+                break;
+            cpu_relax();
+        }
         if (err != EXABOND_OK) {
             fprintf(stderr, "trading_loop: snapshot: %s\n", exabond_strerror(err));
             continue;
         }
         printf("change %llu word=0x%08" PRIx32 " active=%s ifindex=%" PRIu32 " slot=%" PRId32
-               " failovers=%" PRIu64 "\n",
-               seen, s.legacy_word, active_name(&s, name), s.active_ifindex, (int32_t)s.active_slot,
-               s.failover_count);
+               " failovers=%" PRIu64 " source=%s\n",
+               seen, a.word, active_name(&s, name), a.ifindex, (int32_t)s.active_slot, s.failover_count,
+               a.source == EXABOND_ACTIVE_FAST ? "fast" : "page");
         fflush(stdout);
     }
     exabond_close(r);
